@@ -1,0 +1,104 @@
+"""Shared defaults for every jaxllm run. Stage configs import `get_config()` and override a few fields.
+
+Not run on its own; see configs/pretrain.py, configs/sft.py, ... Every knob a run reads lives here with a
+one-line comment, and the returned ConfigDict is locked so a misspelled override fails loudly.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.stage = "pretrain"  # tokenizer | pretrain | sft | reward | dpo | grpo | eval | chat | export | pipeline
+  c.seed = 0  # the only source of randomness: init, data order, dropout, sampling
+  c.workdir = ""  # output folder; holding checkpoints => resume from the latest
+  c.init_from = ""  # '' = random init; a jaxllm workdir / checkpoint folder; a Hugging Face model folder
+  c.steps = 200  # optimizer steps in total
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.path = ""  # tokenizer folder or tokenizer-stage workdir; '' = init_from's, else built-in world's
+  c.tokenizer.vocab_size = 1024  # target vocab size when a tokenizer is trained (specials included)
+  c.tokenizer.train_docs = 20000  # built-in-world documents the tokenizer is trained on
+  c.tokenizer.max_chars = 50_000_000  # cap on corpus characters read when training on a dataset
+
+  c.model = ml_collections.ConfigDict()
+  c.model.vocab_size = 0  # 0 = the tokenizer's size rounded up to a multiple of 64
+  c.model.d_model = 256  # residual width
+  c.model.n_layers = 4  # transformer blocks
+  c.model.n_heads = 8  # query heads
+  c.model.n_kv_heads = 4  # key/value heads (GQA); must divide n_heads
+  c.model.head_dim = 0  # 0 = d_model // n_heads
+  c.model.mlp_dim = 704  # SwiGLU hidden width
+  c.model.max_seq_len = 512  # longest sequence the model (and the KV cache) is built for
+  c.model.rope_theta = 10000.0  # RoPE base
+  c.model.norm_eps = 1e-6  # RMSNorm epsilon
+  c.model.qk_norm = False  # RMSNorm on queries and keys per head (Qwen3)
+  c.model.attn_bias = False  # biases on q/k/v projections (Qwen2)
+  c.model.tie_embeddings = False  # output head shares the input embedding matrix
+  c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay param_dtype; softmax/loss f32)
+  c.model.param_dtype = "float32"  # parameter storage dtype
+  c.model.remat = "none"  # rematerialise each block: none | full | dots (save matmul outputs only)
+  c.model.init_std = 0.02  # std of the normal init of every weight matrix
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""  # dataset name in data.dataset_info, or a file path; '' = built-in task world
+  c.data.dataset_info = ""  # path of a LLaMA-Factory style dataset_info.json
+  c.data.batch_size = 16  # global batch size in sequences
+  c.data.seq_len = 128  # tokens per sequence
+  c.data.on_bad_row = "fail"  # fail | skip (skipped rows are counted and logged)
+  c.data.eval_fraction = 0.05  # share of a named dataset held out for evaluation (split by seed)
+  c.data.max_examples = 0  # 0 = all; else read at most this many rows (deterministic: first N)
+  c.data.train_examples = 20000  # built-in world: training problems generated
+  c.data.eval_examples = 200  # built-in world: held-out problems generated
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 3e-3  # peak learning rate
+  c.optim.warmup_steps = 20  # linear warmup from 0
+  c.optim.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio
+  c.optim.weight_decay = 0.1  # AdamW decoupled weight decay on matrices
+  c.optim.decay_embeddings = False  # also decay embedding / output-head matrices
+  c.optim.b1 = 0.9  # Adam beta1
+  c.optim.b2 = 0.95  # Adam beta2
+  c.optim.eps = 1e-8  # Adam epsilon
+  c.optim.grad_clip = 1.0  # global-norm clipping; 0 = off
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = ""  # '' = the stage's default loss; else a name from the loss registry
+  c.loss.z_loss = 0.0  # coefficient of the log(Z)^2 stabiliser on LM logits
+  c.loss.chunk_size = 0  # >0: cross-entropy over chunks of this many tokens (never all logits at once)
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # data-parallel axis size; -1 = fill with the remaining devices
+  c.mesh.fsdp = 1  # fully-sharded data-parallel axis size (params/optimizer split along 'embed')
+  c.mesh.tensor = 1  # tensor-parallel axis size (heads, mlp, vocab)
+
+  c.lora = ml_collections.ConfigDict()
+  c.lora.rank = 0  # 0 = full fine-tuning; > 0 = LoRA adapters of this rank
+  c.lora.alpha = 16.0  # adapter scale is alpha / rank
+  c.lora.dropout = 0.0  # dropout on the adapter input
+  c.lora.targets = "q,k,v,o,gate,up,down"  # comma-separated projections that get adapters
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 100  # steps between saves (the last step is always saved)
+  c.checkpoint.keep = 2  # checkpoints kept
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every = 10  # steps between logged train metrics
+  c.log.progress = True  # tqdm bar (only when stderr is a terminal and not under CI)
+  c.log.tensorboard = True  # also write TensorBoard event files
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 100  # steps between held-out evaluations (and always after the last step)
+  c.eval.batches = 4  # held-out batches per loss evaluation
+  c.eval.task = ""  # stage eval: perplexity | accuracy | pair_accuracy
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num = 3  # samples printed at the end of training
+  c.sample.max_new_tokens = 48  # tokens generated per sample
+  c.sample.temperature = 0.0  # 0 = greedy
+  c.sample.prompt = ""  # '' = prompts from the held-out data
+
+  c.dist = ml_collections.ConfigDict()
+  c.dist.coordinator = ""  # host:port of process 0; '' = single process (or auto-detected by jax)
+  c.dist.num_processes = 1  # processes in the job
+  c.dist.process_id = 0  # this process's index
+  return c

@@ -1,0 +1,108 @@
+"""orbax checkpoints of the train state and data-iterator position; loading weights from a finished run.
+
+A checkpoint holds `step, params, opt_state, rng, skipped` (not `frozen`, which is rebuilt from init_from, so a
+LoRA run's checkpoint is the adapters plus the pointer to its base in config.json) and the data iterator's
+JSON state. orbax writes each step into a temporary folder and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint usable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from jaxllm.state import TrainState
+
+_SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
+
+
+def _saveable(state: TrainState) -> dict:
+  return {f: getattr(state, f) for f in _SAVED_FIELDS}
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, state: TrainState, data_state: dict) -> None:
+    step = int(jax.device_get(state.step))
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_saveable(state)), data=ocp.args.JsonSave(data_state)))
+
+  def restore(self, like: TrainState) -> tuple[TrainState, dict]:
+    """Restore the latest step into the shapes/shardings of `like` (a freshly initialised state)."""
+    step = self.latest_step()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            _saveable(like))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"checkpoint {self.directory}/{step} does not fit this run's config (model size, LoRA "
+                       f"or stage differ?): {e}") from e
+    return like.replace(**restored["state"]), restored["data"]
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """Weights of a finished run (LoRA merged in) with the config and folder they came from."""
+  config: ml_collections.ConfigDict
+  weights: dict
+  workdir: str
+  extras: dict  # trained params beside the model (e.g. a reward model's score_head)
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"init_from={workdir!r}: no config.json there (not a jaxllm workdir)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def resolve_workdir(path: str) -> tuple[str, int | None]:
+  """A workdir, or one checkpoint step folder inside it (`W/checkpoints/123`) -> (workdir, step or None)."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  if os.path.basename(parent) == "checkpoints" and os.path.basename(path).isdigit():
+    return os.path.dirname(parent), int(os.path.basename(path))
+  return path, None
+
+
+def load_pretrained(path: str, shardings: Any = None) -> Pretrained:
+  """Trained weights of a jaxllm workdir (latest or the given step), LoRA adapters merged into their base."""
+  from jaxllm import lora as lora_lib  # local: lora imports nothing from here, but keep the graph flat
+
+  workdir, step = resolve_workdir(path)
+  config = read_run_config(workdir)
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"init_from={path!r}: the workdir has no checkpoint")
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
+  manager.close()
+  extras = {k: v for k, v in restored.items() if k not in ("model", "lora")}
+  if "lora" in restored:
+    base = load_pretrained(config.init_from)
+    weights = lora_lib.merge(base.weights, restored["lora"], config.lora.alpha / config.lora.rank)
+  else:
+    weights = restored["model"]
+  if shardings is not None:
+    weights = jax.device_put(weights, shardings)
+  return Pretrained(config=config, weights=weights, workdir=workdir, extras=extras)

@@ -1,0 +1,28 @@
+"""Next-token cross-entropy over target tokens (pretraining, and SFT with its answer-only loss mask).
+
+The mean is over every target token of the global batch, not per sequence, so long answers are not
+under-weighted. Optional z-loss keeps the softmax normaliser near 1.
+"""
+from __future__ import annotations
+
+from jaxllm.losses import register
+from jaxllm.losses.common import masked_mean, target_logprobs
+from jaxllm.state import policy_weights
+
+
+def lm_loss(params, frozen, batch, rng, *, model, cfg):
+  weights, lora = policy_weights(params, frozen)
+  logp_BL, lse_BL = target_logprobs(model, weights, lora, batch, rng, cfg.loss.chunk_size)
+  mask_BL = batch["loss_mask"]
+  nll, n_tokens = masked_mean(-logp_BL, mask_BL)
+  loss = nll
+  metrics = {"nll": nll, "target_tokens": n_tokens}
+  if cfg.loss.z_loss > 0:
+    z, _ = masked_mean(lse_BL ** 2, mask_BL)
+    loss = loss + cfg.loss.z_loss * z
+    metrics["z_loss"] = z
+  return loss, metrics
+
+
+register("lm")(lm_loss)
+register("sft")(lm_loss)  # the same objective; SFT batches carry an answer-only loss_mask

@@ -1,0 +1,65 @@
+"""Where numbers go: `metrics.jsonl` (one JSON object a line), TensorBoard event files, and a tqdm bar.
+
+Only process 0 writes. Values are plain Python floats by the time they get here: the loop fetches device
+metrics one step late, at logging steps only, so writing never stalls the accelerator.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from tqdm import tqdm
+
+
+def _finite_or_none(v: float):
+  return v if math.isfinite(v) else None  # JSON has no NaN/inf; null says "not a number" plainly
+
+
+class MetricsWriter:
+  def __init__(self, workdir: str, *, enabled: bool, tensorboard: bool, progress: bool, total_steps: int,
+               initial_step: int = 0):
+    self.enabled = enabled
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
+    self._tb = None
+    if enabled and tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    show_bar = enabled and progress and sys.stderr.isatty() and not os.environ.get("CI")
+    self._bar = tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True) if show_bar else None
+
+  def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **{k: _finite_or_none(float(v)) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    if self._bar is not None and split == "train":
+      self._bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}")
+    elif self._bar is None:
+      shown = " ".join(f"{k}={float(v):.4g}" for k, v in scalars.items())
+      print(f"[{split} step {step}] {shown}", flush=True)
+
+  def advance(self, n: int = 1) -> None:
+    if self._bar is not None:
+      self._bar.update(n)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+    if self._tb is not None:
+      self._tb.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

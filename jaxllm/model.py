@@ -1,0 +1,288 @@
+"""Decoder-only transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional qk-norm / qkv bias /
+tied embeddings, an optional static-shape KV cache, and optional LoRA adapters passed in as a pytree.
+
+Shape legend (suffixes of array names): B batch, L query length, S key length (cache length when decoding),
+D d_model, H query heads, K kv heads, G = H // K query heads per kv head, Dh head dim, F mlp hidden, V vocab,
+R LoRA rank.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`), which
+`sharding.py` maps onto mesh axes; the model never mentions a mesh. Params are f32 by default; matmuls run in
+`dtype`; norms, softmax and logits are f32.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+Array = jax.Array
+LoraTree = dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  max_seq_len: int
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-6
+  qk_norm: bool = False
+  attn_bias: bool = False
+  tie_embeddings: bool = False
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  remat: str = "none"
+  init_std: float = 0.02
+  lora_scale: float = 1.0  # alpha / rank, used only when a LoRA tree is passed
+  lora_dropout: float = 0.0
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
+    """config.model (resolved: vocab_size and head_dim filled in) plus config.lora."""
+    m = config.model
+    rank = config.lora.rank
+    return cls(
+        vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads, head_dim=m.head_dim or m.d_model // m.n_heads, mlp_dim=m.mlp_dim,
+        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, norm_eps=m.norm_eps, qk_norm=m.qk_norm,
+        attn_bias=m.attn_bias, tie_embeddings=m.tie_embeddings, dtype=m.dtype, param_dtype=m.param_dtype,
+        remat=m.remat, init_std=m.init_std,
+        lora_scale=config.lora.alpha / rank if rank else 1.0, lora_dropout=config.lora.dropout)
+
+
+def _init(cfg: ModelConfig, axes: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float) -> Array:
+  """Inverse frequencies [Dh/2] of the half-split ('rotate_half') RoPE layout Hugging Face Llama uses."""
+  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+
+
+def apply_rope(x_BLHk: Array, positions_BL: Array, inv_freq: Array) -> Array:
+  angles_BLk = positions_BL[..., None].astype(jnp.float32) * inv_freq
+  sin, cos = jnp.sin(angles_BLk)[:, :, None, :], jnp.cos(angles_BLk)[:, :, None, :]
+  x1, x2 = jnp.split(x_BLHk.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHk.dtype)
+
+
+def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: Array) -> Array:
+  """[B, L, S] bool: a query sees keys at earlier-or-equal slots of its own segment.
+
+  Segment 0 marks padding; a padding query sees only padding (so no row is empty and nothing is NaN), and
+  its output is never read.
+  """
+  causal_LS = k_slot_S[None, :] <= q_slot_L[:, None]
+  same_BLS = q_seg_BL[:, :, None] == k_seg_BS[:, None, :]
+  return causal_LS[None] & same_BLS
+
+
+def dot_attention(q_BLHk: Array, k_BSKk: Array, v_BSKk: Array, mask_BLS: Array) -> Array:
+  b, l, h, dh = q_BLHk.shape
+  k_heads = k_BSKk.shape[2]
+  q_BLKGk = q_BLHk.reshape(b, l, k_heads, h // k_heads, dh)
+  scores_BKGLS = jnp.einsum("BLKGk,BSKk->BKGLS", q_BLKGk, k_BSKk,
+                            preferred_element_type=jnp.float32) * (dh ** -0.5)
+  scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, jnp.finfo(jnp.float32).min)
+  probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKk.dtype)
+  out_BLKGk = jnp.einsum("BKGLS,BSKk->BLKGk", probs_BKGLS, v_BSKk)
+  return out_BLKGk.reshape(b, l, h, dh)
+
+
+class Projection(nn.Module):
+  """x @ W (+ b) (+ LoRA: dropout(x) @ A @ B * scale) as one einsum over named input/output dims."""
+  cfg: ModelConfig
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  use_bias: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, lora: LoraTree = None) -> Array:
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    n_in, n_out = len(self.in_shape), len(self.out_shape)
+    ins, outs = "abc"[:n_in], "xyz"[:n_out]
+    w = self.param("w", _init(cfg, self.axes), self.in_shape + self.out_shape, jnp.dtype(cfg.param_dtype))
+    y = jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x.astype(dtype), w.astype(dtype))
+    if self.use_bias:
+      bias = self.param("b", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
+                        self.out_shape, jnp.dtype(cfg.param_dtype))
+      y = y + bias.astype(dtype)
+    if lora is not None:
+      x_in = x
+      if cfg.lora_dropout > 0 and not self.deterministic:
+        x_in = nn.Dropout(cfg.lora_dropout, deterministic=False)(x)
+      h_R = jnp.einsum(f"...{ins},{ins}r->...r", x_in.astype(dtype), lora["a"].astype(dtype))
+      y = y + jnp.einsum(f"...r,r{outs}->...{outs}", h_R, lora["b"].astype(dtype)) * cfg.lora_scale
+    return y
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BLD: Array, positions_BL: Array, mask_BLS: Array, cache: dict | None,
+               cache_index: Array | None, lora: LoraTree) -> tuple[Array, dict | None]:
+    cfg = self.cfg
+    d, h, k, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    lora = lora or {}
+
+    def proj(name, in_shape, out_shape, axes, bias=False):
+      return Projection(cfg, in_shape, out_shape, axes, bias, self.deterministic, name=name)
+
+    q_BLHk = proj("q", (d,), (h, dh), ("embed", "heads", "head_dim"), cfg.attn_bias)(x_BLD, lora.get("q"))
+    k_BLKk = proj("k", (d,), (k, dh), ("embed", "kv_heads", "head_dim"), cfg.attn_bias)(x_BLD, lora.get("k"))
+    v_BLKk = proj("v", (d,), (k, dh), ("embed", "kv_heads", "head_dim"), cfg.attn_bias)(x_BLD, lora.get("v"))
+    if cfg.qk_norm:
+      q_BLHk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="q_norm")(q_BLHk)
+      k_BLKk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="k_norm")(k_BLKk)
+    inv_freq = rope_frequencies(dh, cfg.rope_theta)
+    q_BLHk = apply_rope(q_BLHk, positions_BL, inv_freq)
+    k_BLKk = apply_rope(k_BLKk, positions_BL, inv_freq)
+
+    if cache is None:
+      k_BSKk, v_BSKk, new_cache = k_BLKk, v_BLKk, None
+    else:  # write this chunk's keys/values at cache_index, attend over the whole fixed-size buffer
+      k_BSKk = jax.lax.dynamic_update_slice(cache["k"], k_BLKk.astype(cache["k"].dtype), (0, cache_index, 0, 0))
+      v_BSKk = jax.lax.dynamic_update_slice(cache["v"], v_BLKk.astype(cache["v"].dtype), (0, cache_index, 0, 0))
+      new_cache = {"k": k_BSKk, "v": v_BSKk}
+
+    out_BLHk = dot_attention(q_BLHk, k_BSKk.astype(q_BLHk.dtype), v_BSKk.astype(q_BLHk.dtype), mask_BLS)
+    out_BLD = proj("o", (h, dh), (d,), ("heads", "head_dim", "embed"))(out_BLHk, lora.get("o"))
+    return out_BLD, new_cache
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BLD: Array, lora: LoraTree) -> Array:
+    cfg, lora = self.cfg, lora or {}
+    d, f = cfg.d_model, cfg.mlp_dim
+    gate_BLF = Projection(cfg, (d,), (f,), ("embed", "mlp"), False, self.deterministic, name="gate")(
+        x_BLD, lora.get("gate"))
+    up_BLF = Projection(cfg, (d,), (f,), ("embed", "mlp"), False, self.deterministic, name="up")(
+        x_BLD, lora.get("up"))
+    return Projection(cfg, (f,), (d,), ("mlp", "embed"), False, self.deterministic, name="down")(
+        nn.silu(gate_BLF) * up_BLF, lora.get("down"))
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BLD, positions_BL, mask_BLS, cache, cache_index, lora):
+    cfg, lora = self.cfg, lora or {}
+    pdtype = jnp.dtype(cfg.param_dtype)
+    attn_BLD, new_cache = Attention(cfg, self.deterministic, name="attn")(
+        RMSNorm(cfg.norm_eps, pdtype, name="attn_norm")(x_BLD), positions_BL, mask_BLS, cache, cache_index,
+        lora.get("attn"))
+    x_BLD = x_BLD + attn_BLD
+    x_BLD = x_BLD + Mlp(cfg, self.deterministic, name="mlp")(
+        RMSNorm(cfg.norm_eps, pdtype, name="mlp_norm")(x_BLD), lora.get("mlp"))
+    return nn.with_logical_constraint(x_BLD, ("batch", "length", None)), new_cache
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Transformer(nn.Module):
+  """tokens [B, L] -> f32 logits [B, L, V] (or final hidden states [B, L, D] with return_hidden)."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  def setup(self):
+    cfg = self.cfg
+    block = Block if cfg.remat == "none" else nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat])
+    self.embedding = self.param("embedding", _init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.d_model),
+                                jnp.dtype(cfg.param_dtype))
+    self.layers = [block(cfg, self.deterministic, name=f"layers_{i}") for i in range(cfg.n_layers)]
+    self.final_norm = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype))
+    if not cfg.tie_embeddings:
+      self.lm_head = self.param("lm_head", _init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
+                                jnp.dtype(cfg.param_dtype))
+
+  def __call__(self, tokens_BL: Array, positions_BL: Array | None = None, segment_ids_BL: Array | None = None,
+               cache: dict | None = None, lora: LoraTree = None, return_hidden: bool = False):
+    """Without cache: returns logits (or hidden). With cache (from `init_cache`): the chunk is written at
+    cache['index'] and (logits or hidden, new_cache) is returned."""
+    b, l = tokens_BL.shape
+    if positions_BL is None:
+      positions_BL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+    if segment_ids_BL is None:
+      segment_ids_BL = jnp.ones((b, l), jnp.int32)
+    lora = lora or {}
+    if cache is None:
+      slots_L = jnp.arange(l, dtype=jnp.int32)
+      mask_BLS = attention_mask(slots_L, slots_L, segment_ids_BL, segment_ids_BL)
+      index = None
+    else:
+      index = cache["index"]
+      seg_BS = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), (0, index))
+      s = seg_BS.shape[1]
+      mask_BLS = attention_mask(index + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32),
+                                segment_ids_BL, seg_BS)
+
+    x_BLD = jnp.take(self.embedding, tokens_BL, axis=0).astype(jnp.dtype(self.cfg.dtype))
+    x_BLD = nn.with_logical_constraint(x_BLD, ("batch", "length", None))
+    new_layers = []
+    for i, layer in enumerate(self.layers):
+      x_BLD, layer_cache = layer(x_BLD, positions_BL, mask_BLS, None if cache is None else cache["layers"][i],
+                                 index, lora.get(f"layers_{i}"))
+      new_layers.append(layer_cache)
+    hidden_BLD = self.final_norm(x_BLD)
+    out = hidden_BLD if return_hidden else self.head(hidden_BLD)
+    if cache is None:
+      return out
+    return out, {"layers": new_layers, "segment_ids": seg_BS, "index": index + l}
+
+  def head(self, hidden_BLD: Array) -> Array:
+    """Final hidden states -> f32 logits [B, L, V]."""
+    dtype = jnp.dtype(self.cfg.dtype)
+    w_DV = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
+    return jnp.einsum("BLD,DV->BLV", hidden_BLD.astype(dtype), w_DV.astype(dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:
+  """An empty KV cache: per layer K/V [B, S, K, Dh] (only kv heads are cached), slot segment ids, write index."""
+  dtype = jnp.dtype(dtype or cfg.dtype)
+  shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
+  return {
+      "layers": [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.n_layers)],
+      "segment_ids": jnp.zeros((batch, length), jnp.int32),
+      "index": jnp.zeros((), jnp.int32),
+  }
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

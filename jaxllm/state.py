@@ -1,0 +1,71 @@
+"""The one train-state pytree every stage shares, the optimizer, and how params are split.
+
+`params` is what the optimizer trains: `{"model": weights}` for full fine-tuning or `{"lora": adapters}` under
+LoRA, plus any stage-specific extras (e.g. `{"score_head": ...}` for a reward model). `frozen` holds what a
+step reads but never trains: `{"model": base weights}` under LoRA (which is also the reference policy), the
+reference policy under full fine-tuning for DPO/GRPO, else `{}`. `frozen` is never checkpointed: it is always
+rebuilt from `init_from`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # optimizer steps taken
+  params: Any  # trainable pytree
+  frozen: Any  # read-only pytree (base weights / reference policy)
+  opt_state: Any
+  rng: jax.Array  # root key of the train stream; per-step keys are fold_in(rng, step)
+  skipped: jax.Array  # steps whose loss or gradient was not finite (update skipped)
+
+
+def policy_weights(params: dict, frozen: dict) -> tuple[dict, dict | None]:
+  """(base weights, LoRA tree or None) of the policy being trained."""
+  if "lora" in params:
+    return frozen["model"], params["lora"]
+  return params["model"], None
+
+
+def reference_weights(frozen: dict) -> tuple[dict, None]:
+  """The reference policy: init_from's weights (under LoRA: the base without adapters)."""
+  return frozen["model"], None
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+  warmup = min(optim.warmup_steps, max(steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim.lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
+      end_value=optim.lr * optim.min_lr_ratio)
+
+
+def _decay_mask(params, decay_embeddings: bool):
+  """Decay matrices only; never norms, biases or scalars; embeddings / output head only if configured."""
+  def want(path, leaf):
+    names = {getattr(p, "key", None) for p in path}
+    if not decay_embeddings and names & {"embedding", "lm_head"}:
+      return False
+    return leaf.ndim >= 2
+  return jax.tree_util.tree_map_with_path(want, params)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
+  parts = []
+  if optim.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(optim.grad_clip))
+  parts.append(optax.adamw(learning_rate_schedule(optim, steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                           weight_decay=optim.weight_decay,
+                           mask=lambda p: _decay_mask(p, optim.decay_embeddings)))
+  return optax.chain(*parts)
+
+
+def finite_or_old(finite: jax.Array, new, old):
+  """Select the new pytree when the step was finite, else keep the old one untouched."""
+  return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
