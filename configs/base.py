@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.on_bad_row = "fail"  # fail | skip (skipped rows are counted and logged)
   c.data.eval_fraction = 0.05  # share of a named dataset held out for evaluation (split by seed)
   c.data.max_examples = 0  # 0 = all; else read at most this many rows (deterministic: first N)
+  c.data.doc_chars = 1000  # text rows shorter than this are joined (by newlines) into documents of ~this size
   c.data.train_examples = 20000  # built-in world: training problems generated
   c.data.eval_examples = 200  # built-in world: held-out problems generated
 
@@ -54,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.lr = 3e-3  # peak learning rate
   c.optim.warmup_steps = 20  # linear warmup from 0
   c.optim.min_lr_ratio = 0.1  # cosine decay ends at lr * min_lr_ratio
+  c.optim.decay_steps = 0  # length of the warmup + cosine schedule; 0 = config.steps
   c.optim.weight_decay = 0.1  # AdamW decoupled weight decay on matrices
   c.optim.decay_embeddings = False  # also decay embedding / output-head matrices
   c.optim.b1 = 0.9  # Adam beta1

@@ -40,6 +40,7 @@ def reference_weights(frozen: dict) -> tuple[dict, None]:
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+  steps = optim.decay_steps or steps
   warmup = min(optim.warmup_steps, max(steps - 1, 0))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim.lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),

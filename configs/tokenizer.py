@@ -1,0 +1,23 @@
+"""Train the byte-level BPE tokenizer.
+
+  python run.py --config=configs/tokenizer.py --config.workdir=/tmp/jaxllm/tok
+  python run.py --config=configs/tokenizer.py --config.workdir=W --config.data.name=tinyshakespeare \
+      --config.data.dataset_info=../shared/data/dataset_info.json --config.tokenizer.vocab_size=8192
+
+Built-in task world, 1k vocab: a few seconds on 2 CPU cores. Writes W/tokenizer/ (tokenizer.tiktoken + config).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import base  # noqa: E402
+
+
+def get_config(arg: str | None = None):
+  c = base.get_config()
+  c.stage = "tokenizer"
+  if arg == "tiny":
+    c.tokenizer.train_docs = 2000
+    c.tokenizer.vocab_size = 512
+  c.lock()
+  return c

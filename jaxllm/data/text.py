@@ -1,0 +1,63 @@
+"""Plain-text corpora for tokenizer training and pretraining: the built-in task world or a named dataset,
+split into training and held-out documents by seed."""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+
+from jaxllm.data import sources, synthetic
+
+
+def _join_short(texts: list[str], doc_chars: int) -> list[str]:
+  """Consecutive short rows (a line of a play, a sentence) become one document, so that context spans them."""
+  if doc_chars <= 0:
+    return texts
+  docs, current, size = [], [], 0
+  for t in texts:
+    current.append(t)
+    size += len(t) + 1
+    if size >= doc_chars:
+      docs.append("\n".join(current))
+      current, size = [], 0
+  if current:
+    docs.append("\n".join(current))
+  return docs
+
+
+def load_texts(data: ml_collections.ConfigDict) -> list[str]:
+  """All rows of data.name as text (a registry name, or a file path), in file order."""
+  limit = data.max_examples or None
+  if data.dataset_info:
+    result = sources.load(data.name, data.dataset_info, "text", on_bad=data.on_bad_row, limit=limit)
+  elif os.path.exists(data.name):
+    result = sources.load_file(data.name, "text", "text", on_bad=data.on_bad_row)
+  else:
+    raise FileNotFoundError(f"config.data.name={data.name!r} is neither a file nor a dataset (set "
+                            f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+  if result.skipped:
+    print(f"data: skipped {result.skipped} malformed rows of {result.source} (data.on_bad_row=skip)")
+  texts = [r["text"] for r in result.records[:limit]]
+  if not any(t.strip() for t in texts):
+    raise ValueError(f"config.data.name={data.name!r}: the corpus {result.source} is empty")
+  return texts
+
+
+def split_documents(docs: list[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+  """Seeded split into (train, held-out); held-out gets at least one document when there are two or more."""
+  order = np.random.default_rng(seed).permutation(len(docs))
+  n_eval = int(round(len(docs) * eval_fraction))
+  n_eval = min(max(n_eval, 1 if len(docs) > 1 else 0), len(docs) - 1)
+  held = set(order[:n_eval].tolist())
+  return ([d for i, d in enumerate(docs) if i not in held], [d for i, d in enumerate(docs) if i in held])
+
+
+def documents(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """(train documents, held-out documents) for pretraining."""
+  data = config.data
+  if not data.name:
+    return (synthetic.pretrain_documents(config.seed, "train", data.train_examples),
+            synthetic.pretrain_documents(config.seed, "eval", data.eval_examples))
+  docs = _join_short(load_texts(data), data.doc_chars)
+  return split_documents(docs, data.eval_fraction, config.seed)

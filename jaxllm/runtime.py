@@ -1,0 +1,168 @@
+"""What every stage resolves once before it runs: processes, mesh, tokenizer, model config, init_from weights.
+
+`prepare(config)` returns an `Env`; stages build their data and `Task` from it and hand both to `train.fit`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from jaxllm import sharding
+from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
+from jaxllm.model import ModelConfig, Transformer
+from jaxllm.tokenizer import Tokenizer
+
+# model.* keys that define the architecture (copied from init_from's run); the rest are run-time choices.
+ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
+                     "max_seq_len", "rope_theta", "norm_eps", "qk_norm", "attn_bias", "tie_embeddings")
+# Keys whose change makes a workdir's checkpoints unusable for a resumed run.
+_RESUME_KEYS = tuple(f"model.{k}" for k in ARCHITECTURE_KEYS) + ("lora.rank", "lora.targets", "stage")
+
+
+@dataclasses.dataclass
+class Env:
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  tokenizer: Tokenizer
+  model_cfg: ModelConfig
+  model: Transformer  # deterministic (eval, sampling)
+  train_model: Transformer  # with LoRA dropout active when configured
+  pretrained: Pretrained | None
+  _jits: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def is_main(self) -> bool:
+    return jax.process_index() == 0
+
+  @property
+  def process_count(self) -> int:
+    return jax.process_count()
+
+  def log(self, message: str) -> None:
+    if self.is_main:
+      print(message, flush=True)
+
+  def mesh_context(self) -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(sharding.LOGICAL_RULES))
+    return stack
+
+  def jit_cache(self, key: Any, make: Callable[[], Callable]) -> Callable:
+    if key not in self._jits:
+      self._jits[key] = make()
+    return self._jits[key]
+
+  def abstract_weights(self):
+    tokens = jax.ShapeDtypeStruct((1, 8), jax.numpy.int32)
+    return jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), tokens)["params"])
+
+  def weight_shardings(self):
+    return sharding.logical_shardings(self.abstract_weights(), self.mesh)
+
+  def base_weights(self, rng: jax.Array) -> dict:
+    """init_from's weights placed in their shardings, or a random init computed directly in them."""
+    shardings = self.weight_shardings()
+    if self.pretrained is not None:
+      return jax.device_put(self.pretrained.weights, shardings)
+    init = lambda key: nn.meta.unbox(self.model.init(key, jax.numpy.zeros((1, 8), jax.numpy.int32))["params"])
+    with self.mesh_context():
+      return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def init_distributed(config: ml_collections.ConfigDict) -> None:
+  """Join a multi-process job when one is configured (flags, or SLURM/TPU/Kubernetes auto-detection by jax)."""
+  d = config.dist
+  if d.num_processes > 1 or d.coordinator:
+    if not jax.distributed.is_initialized():
+      jax.distributed.initialize(coordinator_address=d.coordinator or None, num_processes=d.num_processes,
+                                 process_id=d.process_id)
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def check_resumable(config: ml_collections.ConfigDict) -> None:
+  """A workdir holding checkpoints of a different model/LoRA/stage is an error, not a silent restart."""
+  path = os.path.join(config.workdir, "config.json")
+  if not os.path.isdir(os.path.join(config.workdir, "checkpoints")) or not os.path.exists(path):
+    return
+  old = read_run_config(config.workdir)
+  diffs = []
+  for key in _RESUME_KEYS:
+    try:
+      before = _get(old, key)
+    except (KeyError, AttributeError):
+      continue
+    after = _get(config, key)
+    if before != after:
+      diffs.append(f"{key}: {before!r} in the workdir, {after!r} now")
+  if diffs:
+    raise ValueError(f"workdir {config.workdir!r} holds checkpoints of an incompatible config ("
+                     + "; ".join(diffs) + "). Use a new workdir, or the same settings to resume.")
+
+
+def resolve_tokenizer(config: ml_collections.ConfigDict, init_workdir: str | None) -> Tokenizer:
+  from jaxllm.stages import tokenizer as tokenizer_stage  # the built-in world's tokenizer builder
+
+  if config.tokenizer.path:
+    return Tokenizer.load(config.tokenizer.path)
+  if init_workdir is not None:
+    return Tokenizer.load(os.path.join(init_workdir, "tokenizer"))
+  return tokenizer_stage.build(config)
+
+
+def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+                  init_config: ml_collections.ConfigDict | None) -> None:
+  """Fill model.vocab_size / head_dim, or copy the architecture of init_from's run; in place."""
+  m = config.model
+  if init_config is not None:
+    for key in ARCHITECTURE_KEYS:
+      m[key] = init_config.model[key]
+  if m.head_dim == 0:
+    m.head_dim = m.d_model // m.n_heads
+  if m.vocab_size == 0:
+    m.vocab_size = -(-tokenizer.n_vocab // 64) * 64
+  if m.vocab_size < tokenizer.n_vocab:
+    raise ValueError(f"config.model.vocab_size={m.vocab_size} is smaller than the tokenizer's "
+                     f"{tokenizer.n_vocab} tokens")
+
+
+def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env:
+  """Resolve everything a stage needs; writes workdir/config.json and workdir/tokenizer/."""
+  from jaxllm.config import validate
+
+  init_distributed(config)
+  config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy we may fill in
+  init_config, init_workdir = None, None
+  if config.init_from:
+    init_workdir, _ = resolve_workdir(config.init_from)
+    init_config = read_run_config(init_workdir)
+  tokenizer = resolve_tokenizer(config, init_workdir)
+  resolve_model(config, tokenizer, init_config)
+  validate(config, jax.device_count())
+  mesh = sharding.make_mesh(config.mesh)
+  check_resumable(config)
+  if jax.process_index() == 0:
+    os.makedirs(config.workdir, exist_ok=True)
+    with open(os.path.join(config.workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+    tokenizer.save(os.path.join(config.workdir, "tokenizer"))
+  model_cfg = ModelConfig.from_config(config)
+  pretrained = load_pretrained(config.init_from) if (config.init_from and load_weights) else None
+  config.lock()
+  return Env(config=config, mesh=mesh, tokenizer=tokenizer, model_cfg=model_cfg,
+             model=Transformer(model_cfg, deterministic=True),
+             train_model=Transformer(model_cfg, deterministic=config.lora.dropout == 0.0),
+             pretrained=pretrained)

@@ -1,0 +1,56 @@
+"""Stage `pretrain`: next-token prediction on packed text (the built-in task world, or data.name).
+
+  python run.py --config=configs/pretrain.py --config.workdir=W
+"""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxllm import runtime, train
+from jaxllm.data import pipelines, text
+
+
+def token_stream(env: runtime.Env, docs: list[str]) -> np.ndarray:
+  ids = env.tokenizer.encoding.encode_ordinary_batch(docs)
+  return pipelines.concat_documents(ids, env.tokenizer.eot_id)
+
+
+def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str]) -> dict:
+  """Greedy (or sampled, per config.sample) continuations of a few prompts, printed for a person to read."""
+  from jaxllm import sampling
+  from jaxllm.state import policy_weights
+
+  s = env.config.sample
+  if s.num <= 0 or not env.is_main:
+    return {}
+  prompts = [s.prompt] if s.prompt else prompts[:s.num]
+  ids = [[env.tokenizer.eot_id] + env.tokenizer.encode(p) for p in prompts]
+  weights, lora = policy_weights(state.params, state.frozen)
+  params = sampling.SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                   stop_ids=(env.tokenizer.eot_id,))
+  out = sampling.generate(env.model, weights, ids, params, jax.random.PRNGKey(env.config.seed), lora=lora)
+  for prompt, row, n in zip(prompts, out.tokens, out.lengths):
+    print(f"--- sample\n{prompt}{env.tokenizer.decode(row[:n].tolist())}", flush=True)
+  return {}
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+  env = runtime.prepare(config)
+  c = env.config
+  train_docs, eval_docs = text.documents(c)
+  train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
+  env.log(f"pretrain: {len(train_docs)} documents, {len(train_flat)} tokens; held out {len(eval_docs)} "
+          f"documents, {len(eval_flat)} tokens")
+  eot = env.tokenizer.eot_id
+  eval_batches = pipelines.packed_lm_eval_batches(eval_flat, c.data.seq_len, c.data.batch_size, eot,
+                                                  c.eval.batches)
+  loss = c.loss.name or "lm"
+  prompts = [d[:max(8, len(d) // 3)] for d in eval_docs]
+  task = train.Task(
+      loss=loss,
+      batches=pipelines.packed_lm_batches(train_flat, c.data.seq_len, c.data.batch_size, c.seed, eot),
+      evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
+      on_end=lambda state: print_samples(env, state, prompts))
+  return train.fit(env, task)

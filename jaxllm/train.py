@@ -1,0 +1,205 @@
+"""The one training loop every stage uses: data -> train_step -> log -> eval -> checkpoint.
+
+A stage supplies a `Task`: the name of its registered loss, a batch source, and optional held-out evaluation,
+extra trainable params (e.g. a reward head) and an end-of-run hook. Everything else (mesh, state init and
+placement, the jitted buffer-donating step, non-finite skipping, resume, logging) lives here once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Callable, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxllm import lora as lora_lib
+from jaxllm import losses, sharding
+from jaxllm.checkpoint import Checkpointer
+from jaxllm.metrics import MetricsWriter
+from jaxllm.runtime import Env
+from jaxllm.state import TrainState, finite_or_old, learning_rate_schedule, make_optimizer
+
+
+class BatchSource(Protocol):
+  """Yields this process's rows of the next global batch as numpy arrays; its position is checkpointed."""
+
+  def next(self, state: TrainState) -> dict[str, np.ndarray]: ...
+
+  def get_state(self) -> dict: ...
+
+  def set_state(self, state: dict) -> None: ...
+
+
+@dataclasses.dataclass
+class Task:
+  loss: str  # name in the loss registry
+  batches: BatchSource
+  evaluate: Callable[[TrainState], dict[str, float]] | None = None  # held-out metrics
+  extra_params: Callable[[jax.Array], dict] | None = None  # stage-specific trainable params beside the model
+  needs_reference: bool = False  # keep init_from's weights in state.frozen (DPO, GRPO, ...)
+  on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
+  tokens_per_batch: Callable[[dict], int] | None = None  # counted for tokens_per_sec; default: loss_mask size
+
+
+def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, schedule):
+  loss_fn = functools.partial(losses.get(loss_name), model=env.train_model, cfg=env.config)
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.frozen, batch, rng)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=finite_or_old(finite, params, state.params),
+        opt_state=finite_or_old(finite, opt_state, state.opt_state),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+               "skipped_steps": new_state.skipped}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(env: Env, loss_name: str):
+  loss_fn = functools.partial(losses.get(loss_name), model=env.model, cfg=env.config)
+
+  def eval_step(params, frozen, batch):
+    loss, metrics = loss_fn(params, frozen, batch, None)
+    return {**metrics, "loss": loss}
+
+  return eval_step
+
+
+def evaluate_loss(env: Env, loss_name: str, state: TrainState, batches: list[dict]) -> dict[str, float]:
+  """Mean held-out metrics over fixed batches, weighted by target tokens when the loss reports them."""
+  step = env.jit_cache(("eval", loss_name), lambda: jax.jit(make_eval_step(env, loss_name)))
+  totals: dict[str, float] = {}
+  weight_sum = 0.0
+  with env.mesh_context():
+    for local in batches:
+      m = jax.device_get(step(state.params, state.frozen, sharding.put_batch(local, env.mesh)))
+      w = float(m.get("target_tokens", 1.0))
+      weight_sum += w
+      for k, v in m.items():
+        totals[k] = totals.get(k, 0.0) + float(v) * w
+  out = {k: v / max(weight_sum, 1.0) for k, v in totals.items() if k != "target_tokens"}
+  if "nll" in out:
+    out["ppl"] = float(np.exp(min(out["nll"], 50.0)))
+  return out
+
+
+def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
+  """Build the state directly in its shardings: init_from's weights (or a random init), LoRA split, extras."""
+  config, mesh = env.config, env.mesh
+  root = jax.random.PRNGKey(config.seed)
+  k_init, k_lora, k_extra, k_train = jax.random.split(root, 4)
+  weights = env.base_weights(k_init)
+  weight_sh = env.weight_shardings()
+  repl = sharding.replicated(mesh)
+
+  if config.lora.rank > 0:
+    targets = lora_lib.parse_targets(config.lora.targets)
+    adapters = jax.jit(lambda w, k: lora_lib.init_lora(w, targets, config.lora.rank, k),
+                       out_shardings=repl)(weights, k_lora)
+    params, frozen = {"lora": adapters}, {"model": weights}
+    params_sh, frozen_sh = {"lora": jax.tree.map(lambda _: repl, adapters)}, {"model": weight_sh}
+  else:
+    params, params_sh = {"model": weights}, {"model": weight_sh}
+    if task.needs_reference:  # a separate buffer: params are donated and updated, the reference is not
+      frozen, frozen_sh = {"model": jax.tree.map(jnp.copy, weights)}, {"model": weight_sh}
+    else:
+      frozen, frozen_sh = {}, {}
+  if task.extra_params is not None:
+    extras = task.extra_params(k_extra)
+    params = {**params, **jax.device_put(extras, repl)}
+    params_sh = {**params_sh, **jax.tree.map(lambda _: repl, extras)}
+
+  abstract_opt = jax.eval_shape(tx.init, params)
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params_sh, transform_non_params=lambda _: repl)
+  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state,
+                     rng=k_train, skipped=jnp.zeros((), jnp.int32))
+  state = jax.device_put(state, TrainState(step=repl, params=params_sh, frozen=frozen_sh, opt_state=opt_sh,
+                                           rng=repl, skipped=repl))
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  return state, state_sh
+
+
+def _default_tokens(batch: dict) -> int:
+  return int(np.prod(batch["loss_mask"].shape)) if "loss_mask" in batch else 0
+
+
+def fit(env: Env, task: Task) -> dict[str, Any]:
+  """Train to config.steps (resuming from the workdir's latest checkpoint) and return the final metrics."""
+  config, mesh = env.config, env.mesh
+  tx = make_optimizer(config.optim, config.steps)
+  schedule = learning_rate_schedule(config.optim, config.steps)
+  state, state_sh = init_state(env, task, tx)
+
+  ckpt = Checkpointer(config.workdir, config.checkpoint.keep)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(state)
+    task.batches.set_state(data_state)
+    env.log(f"resumed from {ckpt.directory} at step {int(state.step)}")
+  start = int(state.step)
+
+  step_fn = jax.jit(make_train_step(env, task.loss, tx, schedule), in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  writer = MetricsWriter(config.workdir, enabled=env.is_main, tensorboard=config.log.tensorboard,
+                         progress=config.log.progress, total_steps=config.steps, initial_step=start)
+  count_tokens = task.tokens_per_batch or _default_tokens
+  last_eval: dict[str, float] = {}
+  last_train: dict[str, float] = {}
+  pending = None  # (step, device metrics) fetched one step late so the host never waits on the device
+  tokens_since, t_since = 0, time.perf_counter()
+
+  def flush(pending_item):
+    nonlocal tokens_since, t_since, last_train
+    step_no, device_metrics = pending_item
+    now = time.perf_counter()
+    scalars = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    scalars["tokens_per_sec"] = tokens_since / max(now - t_since, 1e-9)
+    tokens_since, t_since = 0, now
+    writer.write(step_no, "train", scalars)
+    last_train = scalars
+
+  with env.mesh_context():
+    for step in range(start, config.steps):
+      local = task.batches.next(state)
+      tokens_since += count_tokens(local) * env.process_count
+      state, metrics = step_fn(state, sharding.put_batch(local, mesh))
+      writer.advance()
+      done = step + 1
+      if pending is not None:
+        flush(pending)
+        pending = None
+      if done % config.log.every == 0 or done == config.steps or done == start + 1:
+        pending = (done, metrics)
+        if done == start + 1:  # the first step includes compilation: restart the clock after it
+          flush(pending)
+          pending = None
+      if task.evaluate is not None and (done % config.eval.every == 0 or done == config.steps):
+        last_eval = task.evaluate(state)
+        writer.write(done, "eval", last_eval)
+      if done % config.checkpoint.every == 0 or done == config.steps:
+        ckpt.save(state, task.batches.get_state())
+    if pending is not None:
+      flush(pending)
+    if start == config.steps and task.evaluate is not None:  # nothing left to train: report the final eval
+      last_eval = task.evaluate(state)
+  ckpt.close()
+  summary: dict[str, Any] = {"step": int(state.step), "skipped_steps": int(state.skipped)}
+  summary.update({f"train_{k}": v for k, v in last_train.items()})
+  summary.update({f"eval_{k}": v for k, v in last_eval.items()})
+  if task.on_end is not None:
+    summary.update(task.on_end(state))
+  writer.close()
+  return summary

@@ -1,0 +1,73 @@
+"""Config files load, and every inconsistency is refused before anything runs, naming the key."""
+import importlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from jaxllm.config import ConfigError, validate
+
+CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "base"))
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_config_file_loads_and_validates(name):
+  module = importlib.import_module(f"configs.{name}")
+  for arg in (None, "tiny"):
+    config = module.get_config(arg)
+    assert config.is_locked, f"configs/{name}.py must lock its config so typos fail"
+    config.workdir = "/tmp/unused"
+    if config.stage not in ("pipeline", "tokenizer"):
+      validate(config, 1)
+
+
+def _base(**changes):
+  config = importlib.import_module("configs.pretrain").get_config()
+  config.workdir = "/tmp/unused"
+  for dotted, value in changes.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+@pytest.mark.parametrize("changes, n_devices, key", [
+    ({"model.d_model": 100, "model.n_heads": 8}, 1, "model.d_model"),
+    ({"model.n_heads": 8, "model.n_kv_heads": 3}, 1, "model.n_kv_heads"),
+    ({"mesh.data": 2}, 1, "mesh"),
+    ({"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 1}, 8, "mesh"),
+    ({"mesh.data": -1, "mesh.fsdp": -1}, 8, "mesh"),
+    ({"mesh.data": 8, "data.batch_size": 12}, 8, "data.batch_size"),
+    ({"mesh.data": 1, "mesh.tensor": 8, "model.n_kv_heads": 4}, 8, "model.n_kv_heads"),
+    ({"data.seq_len": 1024}, 1, "data.seq_len"),
+    ({"model.dtype": "float8"}, 1, "model.dtype"),
+    ({"data.on_bad_row": "ignore"}, 1, "data.on_bad_row"),
+    ({"stage": "finetune"}, 1, "stage"),
+    ({"lora.rank": 4, "lora.targets": "q,qq"}, 1, "lora.targets"),
+    ({"loss.chunk_size": 48}, 1, "loss.chunk_size"),
+    ({"workdir": ""}, 1, "workdir"),
+])
+def test_inconsistent_values_name_the_key(changes, n_devices, key):
+  with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    validate(_base(**changes), n_devices)
+
+
+def test_valid_multi_device_mesh_passes():
+  validate(_base(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}), 8)
+  validate(_base(**{"mesh.data": -1, "mesh.tensor": 2}), 8)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("--config.model.d_modle=64", "d_modle"),
+    ("--config.model.d_model=abc", "d_model"),
+])
+def test_command_line_typos_and_types_fail_naming_the_key(tmp_path, override, fragment):
+  proc = subprocess.run([sys.executable, "run.py", "--config=configs/pretrain.py", override,
+                         f"--config.workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert fragment in proc.stderr
+  assert not (pathlib.Path(tmp_path) / "config.json").exists()
