@@ -10,7 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.stage = "pretrain"  # tokenizer | pretrain | sft | reward | dpo | grpo | eval | chat | export | pipeline
   c.seed = 0  # the only source of randomness: init, data order, dropout, sampling
-  c.workdir = ""  # output folder; holding checkpoints => resume from the latest
+  c.workdir = ""  # output folder ('' = runs/<stage>); holding checkpoints => resume from the latest
   c.init_from = ""  # '' = random init; a jaxllm workdir / checkpoint folder; a Hugging Face model folder
   c.steps = 200  # optimizer steps in total
 

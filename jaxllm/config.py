@@ -27,7 +27,6 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> None:
   c = config
   _require(c.stage in STAGES, "stage", f"{c.stage!r} is not one of {STAGES}")
   _require(isinstance(c.seed, int) and c.seed >= 0, "seed", f"must be a non-negative int, got {c.seed!r}")
-  _require(bool(c.workdir), "workdir", "is empty; pass --config.workdir=<folder>")
   _require(c.steps >= 0, "steps", f"must be >= 0, got {c.steps}")
 
   m = c.model

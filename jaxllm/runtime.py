@@ -77,6 +77,10 @@ class Env:
       return jax.jit(init, out_shardings=shardings)(rng)
 
 
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  return config.workdir or os.path.join("runs", config.stage)
+
+
 def init_distributed(config: ml_collections.ConfigDict) -> None:
   """Join a multi-process job when one is configured (flags, or SLURM/TPU/Kubernetes auto-detection by jax)."""
   d = config.dist
@@ -145,6 +149,7 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
 
   init_distributed(config)
   config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy we may fill in
+  config.workdir = default_workdir(config)
   init_config, init_workdir = None, None
   if config.init_from:
     init_workdir, _ = resolve_workdir(config.init_from)

@@ -49,7 +49,6 @@ def _base(**changes):
     ({"stage": "finetune"}, 1, "stage"),
     ({"lora.rank": 4, "lora.targets": "q,qq"}, 1, "lora.targets"),
     ({"loss.chunk_size": 48}, 1, "loss.chunk_size"),
-    ({"workdir": ""}, 1, "workdir"),
 ])
 def test_inconsistent_values_name_the_key(changes, n_devices, key):
   with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

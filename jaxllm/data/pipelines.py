@@ -52,7 +52,8 @@ def lm_batch(flat: np.ndarray, window_ids: np.ndarray, seq_len: int, eot_id: int
   window = flat[offsets]
   tokens, targets = window[:, :-1], window[:, 1:]
   starts = tokens == eot_id
-  segment_ids = np.cumsum(starts, axis=1, dtype=np.int32) + 1
+  # Numbered from 1 (0 means padding), whether or not the window opens on a document start.
+  segment_ids = np.cumsum(starts, axis=1, dtype=np.int32) + 1 - starts[:, :1]
   idx = np.arange(seq_len, dtype=np.int32)
   segment_start = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
   return {"tokens": tokens, "targets": targets, "positions": (idx - segment_start).astype(np.int32),

@@ -10,6 +10,7 @@ import time
 
 import ml_collections
 
+from jaxllm import runtime
 from jaxllm.data import synthetic, text
 from jaxllm.tokenizer import Tokenizer, train_bpe
 
@@ -40,15 +41,14 @@ def build(config: ml_collections.ConfigDict) -> Tokenizer:
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
-  if not config.workdir:
-    raise ValueError("config.workdir: is empty; pass --config.workdir=<folder>")
+  workdir = runtime.default_workdir(config)
   start = time.perf_counter()
   tokenizer = build(config)
   seconds = time.perf_counter() - start
-  os.makedirs(config.workdir, exist_ok=True)
-  tokenizer.save(os.path.join(config.workdir, "tokenizer"))
-  with open(os.path.join(config.workdir, "config.json"), "w") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  os.makedirs(workdir, exist_ok=True)
+  tokenizer.save(os.path.join(workdir, "tokenizer"))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({**config.to_dict(), "workdir": workdir}, f, indent=2, sort_keys=True)
   sample = "Mia has 7 apples. 判断这条评论 <|im_end|> 🙂"
   ids = tokenizer.encode(sample)
   print(f"tokenizer: {tokenizer.n_vocab} tokens, trained in {seconds:.1f}s; {sample!r} -> {len(ids)} ids")
