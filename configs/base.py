@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.95  # Adam beta2
   c.optim.eps = 1e-8  # Adam epsilon
   c.optim.grad_clip = 1.0  # global-norm clipping; 0 = off
+  c.optim.grad_accum = 1  # micro-batches per step (inside the jitted step; same update as one big batch)
+  c.optim.mu_dtype = ""  # dtype of Adam's first moment ('' = param dtype; 'bfloat16' halves its memory)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = ""  # '' = the stage's default loss; else a name from the loss registry
@@ -103,4 +105,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.dist.coordinator = ""  # host:port of process 0; '' = single process (or auto-detected by jax)
   c.dist.num_processes = 1  # processes in the job
   c.dist.process_id = 0  # this process's index
+  c.dist.auto = False  # let jax detect the cluster (SLURM, Cloud TPU, ...) and join it
   return c

@@ -60,6 +60,12 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> None:
   dp = data * fsdp
   _require(d.batch_size % dp == 0, "data.batch_size",
            f"{d.batch_size} is not divisible by the data-parallel size data*fsdp = {data}*{fsdp} = {dp}")
+  k = c.optim.grad_accum
+  _require(k >= 1, "optim.grad_accum", f"must be >= 1, got {k}")
+  _require(d.batch_size % (k * dp) == 0, "optim.grad_accum",
+           f"data.batch_size={d.batch_size} does not split into {k} micro-batches of a multiple of the "
+           f"data-parallel size {dp}")
+  _require(c.optim.mu_dtype in ("",) + DTYPES, "optim.mu_dtype", f"{c.optim.mu_dtype!r} is not one of {DTYPES}")
   for key in ("n_heads", "n_kv_heads", "mlp_dim"):
     _require(m[key] % tensor == 0, f"model.{key}", f"{m[key]} is not divisible by mesh.tensor={tensor}")
   if m.vocab_size:

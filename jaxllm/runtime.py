@@ -84,10 +84,13 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
 def init_distributed(config: ml_collections.ConfigDict) -> None:
   """Join a multi-process job when one is configured (flags, or SLURM/TPU/Kubernetes auto-detection by jax)."""
   d = config.dist
-  if d.num_processes > 1 or d.coordinator:
-    if not jax.distributed.is_initialized():
-      jax.distributed.initialize(coordinator_address=d.coordinator or None, num_processes=d.num_processes,
-                                 process_id=d.process_id)
+  if jax.distributed.is_initialized():
+    return
+  if d.auto:
+    jax.distributed.initialize()
+  elif d.num_processes > 1 or d.coordinator:
+    jax.distributed.initialize(coordinator_address=d.coordinator or None, num_processes=d.num_processes,
+                               process_id=d.process_id)
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):

@@ -62,7 +62,7 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps: int) -> optax.Gradie
   if optim.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(optim.grad_clip))
   parts.append(optax.adamw(learning_rate_schedule(optim, steps), b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                           weight_decay=optim.weight_decay,
+                           weight_decay=optim.weight_decay, mu_dtype=optim.mu_dtype or None,
                            mask=lambda p: _decay_mask(p, optim.decay_embeddings)))
   return optax.chain(*parts)
 

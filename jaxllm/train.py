@@ -44,14 +44,52 @@ class Task:
   needs_reference: bool = False  # keep init_from's weights in state.frozen (DPO, GRPO, ...)
   on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
   tokens_per_batch: Callable[[dict], int] | None = None  # counted for tokens_per_sec; default: loss_mask size
+  host_metrics: Callable[[], dict[str, float]] | None = None  # host-side scalars (e.g. rollout stats) to log
+
+
+def _accumulated_grads(loss_fn, params, frozen, batch, rng, micro_batches: int):
+  """Loss, metrics and gradients of the whole batch, computed over `micro_batches` slices in a scan.
+
+  Each slice's gradient is weighted by its share of target tokens when the loss reports `target_tokens`
+  (token-mean losses), else equally (per-example means over equal slices), so k slices give the update of
+  one batch k times larger.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if micro_batches == 1:
+    (loss, metrics), grads = grad_fn(params, frozen, batch, rng)
+    return loss, metrics, grads
+
+  def split(x):
+    return x.reshape((micro_batches, x.shape[0] // micro_batches) + x.shape[1:])
+
+  def body(carry, xs):
+    i, micro = xs
+    (loss, metrics), grads = grad_fn(params, frozen, micro, jax.random.fold_in(rng, i))
+    weight = metrics.get("target_tokens", jnp.ones(()))
+    acc_loss, acc_metrics, acc_grads, acc_weight = carry
+    add = lambda a, b: a + weight * b
+    return (add(acc_loss, loss), jax.tree.map(add, acc_metrics, metrics), jax.tree.map(add, acc_grads, grads),
+            acc_weight + weight), None
+
+  shapes = jax.eval_shape(grad_fn, params, frozen, jax.tree.map(lambda x: x[0], jax.tree.map(split, batch)), rng)
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+  (_, metrics0), grads0 = zeros
+  init = (jnp.zeros(()), metrics0, grads0, jnp.zeros(()))
+  (loss, metrics, grads, weight), _ = jax.lax.scan(body, init, (jnp.arange(micro_batches), jax.tree.map(split, batch)))
+  scale = lambda x: x / jnp.maximum(weight, 1e-9)
+  metrics = jax.tree.map(scale, metrics)
+  if "target_tokens" in metrics:
+    metrics["target_tokens"] = weight
+  return scale(loss), metrics, jax.tree.map(scale, grads)
 
 
 def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, schedule):
   loss_fn = functools.partial(losses.get(loss_name), model=env.train_model, cfg=env.config)
+  micro_batches = env.config.optim.grad_accum
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.frozen, batch, rng)
+    loss, metrics, grads = _accumulated_grads(loss_fn, state.params, state.frozen, batch, rng, micro_batches)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -167,6 +205,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
     now = time.perf_counter()
     scalars = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     scalars["tokens_per_sec"] = tokens_since / max(now - t_since, 1e-9)
+    if task.host_metrics is not None:
+      scalars.update(task.host_metrics())
     tokens_since, t_since = 0, now
     writer.write(step_no, "train", scalars)
     last_train = scalars

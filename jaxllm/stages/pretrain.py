@@ -23,7 +23,10 @@ def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str])
   from jaxllm.state import policy_weights
 
   s = env.config.sample
-  if s.num <= 0 or not env.is_main:
+  if s.num <= 0:
+    return {}
+  if env.process_count > 1:  # weights span processes; sampling here would need every process to join
+    env.log("samples are skipped in multi-process runs; sample from the workdir with configs/chat.py")
     return {}
   prompts = [s.prompt] if s.prompt else prompts[:s.num]
   ids = [[env.tokenizer.eot_id] + env.tokenizer.encode(p) for p in prompts]
