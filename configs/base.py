@@ -30,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.mlp_dim = 704  # SwiGLU hidden width
   c.model.max_seq_len = 512  # longest sequence the model (and the KV cache) is built for
   c.model.rope_theta = 10000.0  # RoPE base
+  c.model.rope_scaling = ""  # '' | llama3 (Llama 3.1 long-context frequency scaling; set by HF import)
+  c.model.rope_factor = 1.0  # llama3 scaling: low-frequency stretch
+  c.model.rope_low_freq_factor = 1.0  # llama3 scaling: wavelength band edges, as in the HF config
+  c.model.rope_high_freq_factor = 4.0
+  c.model.rope_original_max_len = 8192  # llama3 scaling: pre-training context length
   c.model.norm_eps = 1e-6  # RMSNorm epsilon
   c.model.qk_norm = False  # RMSNorm on queries and keys per head (Qwen3)
   c.model.attn_bias = False  # biases on q/k/v projections (Qwen2)

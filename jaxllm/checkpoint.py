@@ -85,10 +85,14 @@ def resolve_workdir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def load_pretrained(path: str, shardings: Any = None) -> Pretrained:
-  """Trained weights of a jaxllm workdir (latest or the given step), LoRA adapters merged into their base."""
-  from jaxllm import lora as lora_lib  # local: lora imports nothing from here, but keep the graph flat
+def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") -> Pretrained:
+  """Trained weights of a jaxllm workdir (latest or the given step), LoRA adapters merged into their base; or
+  a Hugging Face model folder (read tensor by tensor in `dtype`)."""
+  from jaxllm import hf  # local: hf builds Pretrained objects from this module
+  from jaxllm import lora as lora_lib
 
+  if hf.is_hf_folder(path):
+    return hf.pretrained(path, dtype=dtype, shardings=shardings)
   workdir, step = resolve_workdir(path)
   config = read_run_config(workdir)
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
@@ -99,7 +103,7 @@ def load_pretrained(path: str, shardings: Any = None) -> Pretrained:
   manager.close()
   extras = {k: v for k, v in restored.items() if k not in ("model", "lora")}
   if "lora" in restored:
-    base = load_pretrained(config.init_from)
+    base = load_pretrained(config.init_from, dtype=dtype)
     weights = lora_lib.merge(base.weights, restored["lora"], config.lora.alpha / config.lora.rank)
   else:
     weights = restored["model"]

@@ -41,6 +41,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> None:
   _require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {DTYPES}")
   _require(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} is not one of {DTYPES}")
   _require(m.remat in REMAT, "model.remat", f"{m.remat!r} is not one of {REMAT}")
+  _require(m.rope_scaling in ("", "llama3"), "model.rope_scaling", f"{m.rope_scaling!r} is not '' or 'llama3'")
 
   d = c.data
   _require(d.batch_size > 0, "data.batch_size", f"must be > 0, got {d.batch_size}")

@@ -12,12 +12,14 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 Array = jax.Array
 LoraTree = dict[str, Any] | None
@@ -34,6 +36,11 @@ class ModelConfig:
   mlp_dim: int
   max_seq_len: int
   rope_theta: float = 10000.0
+  rope_scaling: str = ""  # "" or "llama3" (Llama 3.1 long-context frequencies)
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
   norm_eps: float = 1e-6
   qk_norm: bool = False
   attn_bias: bool = False
@@ -53,7 +60,10 @@ class ModelConfig:
     return cls(
         vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
         n_kv_heads=m.n_kv_heads, head_dim=m.head_dim or m.d_model // m.n_heads, mlp_dim=m.mlp_dim,
-        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, norm_eps=m.norm_eps, qk_norm=m.qk_norm,
+        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, rope_scaling=m.rope_scaling,
+        rope_factor=m.rope_factor, rope_low_freq_factor=m.rope_low_freq_factor,
+        rope_high_freq_factor=m.rope_high_freq_factor, rope_original_max_len=m.rope_original_max_len,
+        norm_eps=m.norm_eps, qk_norm=m.qk_norm,
         attn_bias=m.attn_bias, tie_embeddings=m.tie_embeddings, dtype=m.dtype, param_dtype=m.param_dtype,
         remat=m.remat, init_std=m.init_std,
         lora_scale=config.lora.alpha / rank if rank else 1.0, lora_dropout=config.lora.dropout)
@@ -76,9 +86,28 @@ class RMSNorm(nn.Module):
     return (normed * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope_frequencies(head_dim: int, theta: float) -> Array:
+def llama3_inv_freq(inv_freq, factor: float, low_freq_factor: float, high_freq_factor: float,
+                    original_max_len: int):
+  """Llama 3.1's long-context RoPE: stretch low frequencies by `factor`, keep high ones, blend in between
+  (as transformers' `_compute_llama3_parameters`); numpy or jax arrays."""
+  xp = np if isinstance(inv_freq, np.ndarray) else jnp
+  low_freq_wavelen = original_max_len / low_freq_factor
+  high_freq_wavelen = original_max_len / high_freq_factor
+  wavelen = 2 * math.pi / inv_freq
+  scaled = xp.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+  smooth = (original_max_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+  return xp.where(medium, smoothed, scaled)
+
+
+def rope_frequencies(cfg: ModelConfig) -> Array:
   """Inverse frequencies [Dh/2] of the half-split ('rotate_half') RoPE layout Hugging Face Llama uses."""
-  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
+  if cfg.rope_scaling == "llama3":
+    inv_freq = llama3_inv_freq(inv_freq, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
+                               cfg.rope_original_max_len)
+  return inv_freq
 
 
 def apply_rope(x_BLHk: Array, positions_BL: Array, inv_freq: Array) -> Array:
@@ -160,7 +189,7 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q_BLHk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="q_norm")(q_BLHk)
       k_BLKk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="k_norm")(k_BLKk)
-    inv_freq = rope_frequencies(dh, cfg.rope_theta)
+    inv_freq = rope_frequencies(cfg)
     q_BLHk = apply_rope(q_BLHk, positions_BL, inv_freq)
     k_BLKk = apply_rope(k_BLKk, positions_BL, inv_freq)
 

@@ -14,14 +14,16 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jaxllm import sharding
+from jaxllm import hf, sharding
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
 
 # model.* keys that define the architecture (copied from init_from's run); the rest are run-time choices.
 ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
-                     "max_seq_len", "rope_theta", "norm_eps", "qk_norm", "attn_bias", "tie_embeddings")
+                     "max_seq_len", "rope_theta", "rope_scaling", "rope_factor", "rope_low_freq_factor",
+                     "rope_high_freq_factor", "rope_original_max_len", "norm_eps", "qk_norm", "attn_bias",
+                     "tie_embeddings")
 # Keys whose change makes a workdir's checkpoints unusable for a resumed run.
 _RESUME_KEYS = tuple(f"model.{k}" for k in ARCHITECTURE_KEYS) + ("lora.rank", "lora.targets", "stage")
 
@@ -68,10 +70,10 @@ class Env:
     return sharding.logical_shardings(self.abstract_weights(), self.mesh)
 
   def base_weights(self, rng: jax.Array) -> dict:
-    """init_from's weights placed in their shardings, or a random init computed directly in them."""
+    """init_from's weights (already placed by `prepare`), or a random init computed directly in its shardings."""
     shardings = self.weight_shardings()
     if self.pretrained is not None:
-      return jax.device_put(self.pretrained.weights, shardings)
+      return self.pretrained.weights
     init = lambda key: nn.meta.unbox(self.model.init(key, jax.numpy.zeros((1, 8), jax.numpy.int32))["params"])
     with self.mesh_context():
       return jax.jit(init, out_shardings=shardings)(rng)
@@ -125,6 +127,8 @@ def resolve_tokenizer(config: ml_collections.ConfigDict, init_workdir: str | Non
 
   if config.tokenizer.path:
     return Tokenizer.load(config.tokenizer.path)
+  if init_workdir is not None and hf.is_hf_folder(init_workdir):
+    return hf.load_tokenizer(init_workdir)
   if init_workdir is not None:
     return Tokenizer.load(os.path.join(init_workdir, "tokenizer"))
   return tokenizer_stage.build(config)
@@ -136,7 +140,8 @@ def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
   m = config.model
   if init_config is not None:
     for key in ARCHITECTURE_KEYS:
-      m[key] = init_config.model[key]
+      if key in init_config.model:  # older runs / HF configs may lack optional keys: keep the defaults
+        m[key] = init_config.model[key]
   if m.head_dim == 0:
     m.head_dim = m.d_model // m.n_heads
   if m.vocab_size == 0:
@@ -154,7 +159,10 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
   config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy we may fill in
   config.workdir = default_workdir(config)
   init_config, init_workdir = None, None
-  if config.init_from:
+  if config.init_from and hf.is_hf_folder(config.init_from):
+    init_workdir = os.path.abspath(config.init_from)
+    init_config = ml_collections.ConfigDict({"model": hf.model_config_from_hf(hf.read_hf_config(init_workdir))})
+  elif config.init_from:
     init_workdir, _ = resolve_workdir(config.init_from)
     init_config = read_run_config(init_workdir)
   tokenizer = resolve_tokenizer(config, init_workdir)
@@ -168,9 +176,10 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
       json.dump(config.to_dict(), f, indent=2, sort_keys=True)
     tokenizer.save(os.path.join(config.workdir, "tokenizer"))
   model_cfg = ModelConfig.from_config(config)
-  pretrained = load_pretrained(config.init_from) if (config.init_from and load_weights) else None
   config.lock()
-  return Env(config=config, mesh=mesh, tokenizer=tokenizer, model_cfg=model_cfg,
-             model=Transformer(model_cfg, deterministic=True),
-             train_model=Transformer(model_cfg, deterministic=config.lora.dropout == 0.0),
-             pretrained=pretrained)
+  env = Env(config=config, mesh=mesh, tokenizer=tokenizer, model_cfg=model_cfg,
+            model=Transformer(model_cfg, deterministic=True),
+            train_model=Transformer(model_cfg, deterministic=config.lora.dropout == 0.0), pretrained=None)
+  if config.init_from and load_weights:  # read straight into the shardings: one host copy at most
+    env.pretrained = load_pretrained(config.init_from, env.weight_shardings(), config.model.param_dtype)
+  return env

@@ -40,7 +40,9 @@ class Tokenizer:
   """Wraps a tiktoken.Encoding plus named special tokens."""
 
   def __init__(self, name: str, mergeable_ranks: dict[bytes, int], special_tokens: dict[str, int],
-               pat_str: str = PAT_STR):
+               pat_str: str = PAT_STR, aliases: dict[str, str] | None = None):
+    """`aliases` maps a jaxllm marker to the spelling an imported model uses for the same role, e.g.
+    {"<|pad|>": "<|endoftext|>"} for Qwen2 or {"<|endoftext|>": "<|end_of_text|>"} for Llama 3."""
     ranks = set(mergeable_ranks.values())
     if len(ranks) != len(mergeable_ranks):
       raise ValueError(f"tokenizer {name!r}: two byte strings share a rank")
@@ -54,6 +56,26 @@ class Tokenizer:
     self._mergeable_ranks = mergeable_ranks
     self._special_tokens = dict(sorted(special_tokens.items(), key=lambda kv: kv[1]))
     self._pat_str = pat_str
+    self._aliases = dict(aliases or {})
+    missing = sorted(v for v in self._aliases.values() if v not in special_tokens)
+    if missing:
+      raise ValueError(f"tokenizer {name!r}: aliases point at unknown special tokens {missing}")
+
+  @property
+  def mergeable_ranks(self) -> dict[bytes, int]:
+    return self._mergeable_ranks
+
+  @property
+  def special_tokens(self) -> dict[str, int]:
+    return self._special_tokens
+
+  @property
+  def pat_str(self) -> str:
+    return self._pat_str
+
+  @property
+  def aliases(self) -> dict[str, str]:
+    return self._aliases
 
   def __repr__(self) -> str:
     return f"Tokenizer({self.encoding.name!r}, n_vocab={self.n_vocab}, special={list(self._special_tokens)})"
@@ -70,6 +92,7 @@ class Tokenizer:
     return self.encoding.decode_bytes(_int_list(ids))
 
   def special_id(self, token: str) -> int:
+    token = self._aliases.get(token, token)
     if token not in self._special_tokens:
       raise ValueError(f"{token!r} is not a special token of tokenizer {self.encoding.name!r}; "
                        f"it has {list(self._special_tokens)}")
@@ -101,7 +124,8 @@ class Tokenizer:
     with open(os.path.join(folder, RANKS_FILE), "wb") as f:
       for token, rank in sorted(self._mergeable_ranks.items(), key=lambda kv: kv[1]):
         f.write(base64.b64encode(token) + b" %d\n" % rank)
-    config = {"name": self.encoding.name, "pat_str": self._pat_str, "special_tokens": self._special_tokens}
+    config = {"name": self.encoding.name, "pat_str": self._pat_str, "special_tokens": self._special_tokens,
+              "aliases": self._aliases}
     with open(os.path.join(folder, CONFIG_FILE), "w", encoding="utf-8") as f:
       json.dump(config, f, indent=2, ensure_ascii=False)
 
@@ -122,7 +146,7 @@ class Tokenizer:
     try:
       with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-      return cls(config["name"], ranks, config["special_tokens"], config["pat_str"])
+      return cls(config["name"], ranks, config["special_tokens"], config["pat_str"], config.get("aliases"))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
       raise ValueError(f"{config_path}: not a tokenizer config ({type(e).__name__}: {e})") from e
 
