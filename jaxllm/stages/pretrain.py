@@ -17,6 +17,13 @@ def token_stream(env: runtime.Env, docs: list[str]) -> np.ndarray:
   return pipelines.concat_documents(ids, env.tokenizer.eot_id)
 
 
+def unigram_perplexity(train_flat: np.ndarray, eval_flat: np.ndarray, vocab_size: int) -> float:
+  """Held-out perplexity of the training unigram distribution (add-one smoothed): the bar a model must beat."""
+  counts = np.bincount(train_flat, minlength=vocab_size).astype(np.float64) + 1.0
+  logp = np.log(counts / counts.sum())
+  return float(np.exp(-logp[eval_flat[1:]].mean()))
+
+
 def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str]) -> dict:
   """Greedy (or sampled, per config.sample) continuations of a few prompts, printed for a person to read."""
   from jaxllm import sampling
@@ -56,4 +63,6 @@ def run(config: ml_collections.ConfigDict) -> dict:
       batches=pipelines.packed_lm_batches(train_flat, c.data.seq_len, c.data.batch_size, c.seed, eot),
       evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
       on_end=lambda state: print_samples(env, state, prompts))
-  return train.fit(env, task)
+  summary = train.fit(env, task)
+  summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
+  return summary

@@ -1,0 +1,121 @@
+"""Stage `eval`: evaluate any jaxllm workdir or Hugging Face model folder on a named task; the final metrics
+are the last stdout line (one JSON object).
+
+  python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=accuracy
+  python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=accuracy \
+      --config.data.name=gsm8k_test --config.data.dataset_info=../shared/data/dataset_info.json
+  python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=perplexity --config.data.name=...
+  python run.py --config=configs/eval.py --config.init_from=REWARD_W --config.eval.task=pair_accuracy
+
+Tasks: `perplexity` (held-out split of a text set, or the built-in world's held-out prose), `accuracy` (greedy
+answers checked against references: built-in held-out problems, or GSM8K), `classification` (generated label ==
+reference, e.g. waimai_10k's held-out split), `pair_accuracy` (preference pairs: a reward model's scores, or a
+policy's summed answer log-probabilities, ranking chosen above rejected).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxllm import evals, runtime, train
+from jaxllm.data import pipelines, preference, sources, synthetic, text
+from jaxllm.losses.common import target_logprobs
+from jaxllm.reward_model import HEAD, layout_from_segments, rewards
+from jaxllm.state import TrainState
+
+TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
+
+
+def _frozen_state(env: runtime.Env) -> TrainState:
+  """The loaded weights in the train-state shape the loss-based evaluators take (nothing trains)."""
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, params={"model": env.pretrained.weights, **env.pretrained.extras}, frozen={},
+                    opt_state=(), rng=jax.random.PRNGKey(0), skipped=zero)
+
+
+def perplexity(env: runtime.Env) -> dict:
+  c = env.config
+  _, held = text.documents(c)
+  ids = env.tokenizer.encoding.encode_ordinary_batch(held)
+  flat = pipelines.concat_documents(ids, env.tokenizer.eot_id)
+  batches = pipelines.packed_lm_eval_batches(flat, c.data.seq_len, c.data.batch_size, env.tokenizer.eot_id,
+                                             c.eval.batches)
+  return {k: v for k, v in train.evaluate_loss(env, "lm", _frozen_state(env), batches).items()
+          if k in ("loss", "ppl")}
+
+
+def _answer_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], list[str]]:
+  n = config.eval.examples
+  if not config.data.name:
+    items = synthetic.rl_prompts(config.seed, "eval", n)
+    return [it["messages"] for it in items], [it["answer"] for it in items]
+  result = sources.load(config.data.name, config.data.dataset_info, "gsm8k", on_bad=config.data.on_bad_row,
+                        limit=n)
+  system = {"role": "system", "content": config.eval.system or synthetic.SYSTEM_PROMPT}
+  return ([[system, {"role": "user", "content": r["question"]}] for r in result.records],
+          [r["answer"] for r in result.records])
+
+
+def _classification_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], list[str]]:
+  result = sources.load(config.data.name, config.data.dataset_info, "classification",
+                        on_bad=config.data.on_bad_row)
+  _, held = text.split_documents(result.records, config.data.eval_fraction, config.seed)
+  held = held[:config.eval.examples]
+  prefix = f"{config.eval.instruction}\n" if config.eval.instruction else ""
+  return [[{"role": "user", "content": prefix + r["text"]}] for r in held], [r["label"] for r in held]
+
+
+def generation(env: runtime.Env, kind: str) -> dict:
+  c = env.config
+  conversations, refs = (_answer_items(c) if kind == "answer" else _classification_items(c))
+  metrics = evals.generation_metrics(env, env.pretrained.weights, None, conversations, refs, kind,
+                                     max_new_tokens=c.eval.max_new_tokens, batch_size=c.eval.batch_size)
+  return {**metrics, "examples": len(refs)}
+
+
+def pair_accuracy(env: runtime.Env) -> dict:
+  """Share of held-out pairs ranked right: by the reward head when the workdir has one, else by the policy's
+  summed log-probability of each answer."""
+  c = env.config
+  _, held_batches, counts = preference.build(c, env.tokenizer)
+  weights, head = env.pretrained.weights, env.pretrained.extras.get(HEAD)
+
+  @jax.jit
+  def scores(b):  # [B, 2] for (chosen, rejected)
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in b.items() if k != "weight"}
+    if head is not None:
+      out = rewards(env.model, weights, None, head, flat["tokens"], flat["positions"], flat["segment_ids"],
+                    flat["last_index"])
+    else:
+      logp, _ = target_logprobs(env.model, weights, None, flat, None)
+      out = (logp * flat["loss_mask"]).sum(-1)
+    return out.reshape(-1, 2)
+
+  right, total = 0.0, 0.0
+  for b in held_batches:
+    s = np.asarray(scores(b))
+    right += float(((s[:, 0] > s[:, 1]) * b["weight"]).sum())
+    total += float(b["weight"].sum())
+  return {"accuracy": right / max(total, 1.0), "pairs": counts["eval_pairs"],
+          "scored_by": "reward_head" if head is not None else "policy_logprob"}
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+  if config.eval.task not in TASKS:
+    raise ValueError(f"config.eval.task: {config.eval.task!r} is not one of {TASKS}")
+  if not config.init_from:
+    raise ValueError("config.init_from: the eval stage needs a jaxllm workdir or a Hugging Face model folder")
+  env = runtime.prepare(config)
+  task = env.config.eval.task
+  with env.mesh_context():
+    if task == "perplexity":
+      result = perplexity(env)
+    elif task == "pair_accuracy":
+      result = pair_accuracy(env)
+    else:
+      result = generation(env, "answer" if task == "accuracy" else "classification")
+  result = {"task": task, "init_from": env.config.init_from, **result}
+  env.log(f"eval: {result}")
+  return result

@@ -1,0 +1,78 @@
+"""Stage `pipeline`: tokenizer -> pretrain -> SFT -> reward model -> GRPO, DPO as a side branch, then held-out
+evaluation, each stage in workdir/<stage> with init_from the stage before; then workdir/report.md.
+
+  python run.py --config=configs/pipeline.py --config.workdir=runs/pipeline
+  python run.py --config=configs/pipeline.py:tiny --config.workdir=/tmp/p      # smoke size
+
+A stage that finished (workdir/<stage>/summary.json) is skipped on a re-run; an interrupted one resumes from
+its last checkpoint. Every stage's config is a sub-config (`--config.sft.steps=300`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+
+from jaxllm import stages
+from jaxllm import pipeline_report
+
+# name -> (sub-config, what it starts from). Order matters: each stage reads the ones before it.
+CHAIN = (
+    ("tokenizer", "tokenizer", None),
+    ("pretrain", "pretrain", None),
+    ("sft", "sft", "pretrain"),
+    ("reward", "reward", "sft"),
+    ("grpo", "grpo", "sft"),
+    ("dpo", "dpo", "sft"),
+    ("eval_sft", "eval_sft", "sft"),
+    ("eval_grpo", "eval_grpo", "grpo"),
+)
+
+
+def stage_config(config: ml_collections.ConfigDict, name: str, key: str, parent: str | None):
+  sub = ml_collections.ConfigDict(config[key].to_dict())
+  sub.seed = config.seed
+  sub.workdir = os.path.join(config.workdir, name)
+  if name == "pretrain":
+    sub.tokenizer.path = os.path.join(config.workdir, "tokenizer")
+  if parent is not None:
+    sub.init_from = os.path.join(config.workdir, parent)
+  return sub
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+  workdir = config.workdir or os.path.join("runs", "pipeline")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.workdir = workdir
+  wanted = [s.strip() for s in config.pipeline.stages.split(",") if s.strip()]
+  unknown = sorted(set(wanted) - {name for name, _, _ in CHAIN})
+  if unknown:
+    raise ValueError(f"config.pipeline.stages: unknown stage(s) {unknown}; known: {[n for n, _, _ in CHAIN]}")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+  summaries = {}
+  for name, key, parent in CHAIN:
+    if name not in wanted:
+      continue
+    sub = stage_config(config, name, key, parent)
+    done = os.path.join(sub.workdir, "summary.json")
+    if os.path.exists(done):
+      with open(done) as f:
+        summaries[name] = json.load(f)
+      print(f"pipeline: {name} already finished ({done}); skipped", flush=True)
+      continue
+    print(f"pipeline: running {name} in {sub.workdir}", flush=True)
+    start = time.perf_counter()
+    summary = dict(stages.run(sub))
+    summary["wall_seconds"] = time.perf_counter() - start
+    os.makedirs(sub.workdir, exist_ok=True)
+    with open(done + ".tmp", "w") as f:
+      json.dump(summary, f, indent=1, default=str)
+    os.replace(done + ".tmp", done)  # a stage counts as finished only once its summary is whole
+    summaries[name] = summary
+  path = pipeline_report.write(workdir, config, summaries)
+  print(f"pipeline: report written to {path}", flush=True)
+  return {name: {k: v for k, v in s.items() if isinstance(v, (int, float))} for name, s in summaries.items()}
