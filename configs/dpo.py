@@ -26,10 +26,11 @@ def get_config(arg: str | None = None):
   c.optim.lr = 1e-4
   c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.0  # decay would pull the policy away from the reference on its own
-  c.data.seq_len = 128
+  c.data.seq_len = 96  # built-in pairs are <= 79 tokens with the default tokenizer
   c.data.train_examples = 8000  # built-in world: training pairs
+  c.data.eval_examples = 256  # built-in world: held-out pairs
   c.eval.every = 50
-  c.eval.batches = 13  # 13 x 16 = 208 held-out pairs (of data.eval_examples)
+  c.eval.batches = 16  # 16 x 16 = all 256 held-out pairs
   c.checkpoint.every = 100
   c.sample.num = 0
 
@@ -37,6 +38,7 @@ def get_config(arg: str | None = None):
   c.dpo.beta = 0.1  # strength of the implicit KL to the reference (sigmoid: scale of h; ipo: target 1/(2 beta))
   c.dpo.label_smoothing = 0.0  # cDPO: assumed probability that a pair's label is flipped, in [0, 0.5)
   c.dpo.variant = "sigmoid"  # sigmoid (DPO / cDPO) | ipo (squared loss on per-token log-ratio margins)
+  c.dpo.nll_weight = 0.0  # RPO: + nll_weight * per-token NLL of the chosen answer (keeps its probability rising)
   if arg == "tiny":
     c.steps = 10
     c.tokenizer.train_docs = 2000

@@ -196,17 +196,16 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   count_tokens = task.tokens_per_batch or _default_tokens
   last_eval: dict[str, float] = {}
   last_train: dict[str, float] = {}
-  pending = None  # (step, device metrics) fetched one step late so the host never waits on the device
+  pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device
   tokens_since, t_since = 0, time.perf_counter()
 
   def flush(pending_item):
     nonlocal tokens_since, t_since, last_train
-    step_no, device_metrics = pending_item
+    step_no, device_metrics, host = pending_item
     now = time.perf_counter()
     scalars = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     scalars["tokens_per_sec"] = tokens_since / max(now - t_since, 1e-9)
-    if task.host_metrics is not None:
-      scalars.update(task.host_metrics())
+    scalars.update(host)
     tokens_since, t_since = 0, now
     writer.write(step_no, "train", scalars)
     last_train = scalars
@@ -216,13 +215,14 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
       local = task.batches.next(state)
       tokens_since += count_tokens(local) * env.process_count
       state, metrics = step_fn(state, sharding.put_batch(local, mesh))
+      host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
       writer.advance()
       done = step + 1
       if pending is not None:
         flush(pending)
         pending = None
       if done % config.log.every == 0 or done == config.steps or done == start + 1:
-        pending = (done, metrics)
+        pending = (done, metrics, host)
         if done == start + 1:  # the first step includes compilation: restart the clock after it
           flush(pending)
           pending = None

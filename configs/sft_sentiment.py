@@ -1,0 +1,46 @@
+"""Sentiment classification as SFT: waimai_10k reviews (label 1 = positive, 0 = negative), 90/10 split by seed.
+
+  python run.py --config=configs/tokenizer.py --config.workdir=/tmp/jaxllm/tok_waimai \\
+      --config.data.name=waimai_10k --config.data.dataset_info=../shared/data/dataset_info.json \\
+      --config.tokenizer.vocab_size=4096
+  python run.py --config=configs/sft_sentiment.py --config.workdir=/tmp/jaxllm/sentiment \\
+      --config.tokenizer.path=/tmp/jaxllm/tok_waimai
+
+Each review becomes a user turn "判断这条评论是好评还是差评，好评输出1，差评输出0\\n<review>" answered by the label;
+the held-out metric is the accuracy of the greedily generated label (evals kind `classification`). Trained
+from scratch with a tokenizer fitted to the reviews (or pass --config.init_from=W for a pretrained model).
+experiments/sft_sentiment.py runs the whole recipe and records its numbers.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import sft  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET_INFO = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dataset_info.json"))
+
+
+def get_config(arg: str | None = None):
+  c = sft.get_config(arg)
+  c.unlock()
+  c.data.update(name="waimai_10k", dataset_info=DATASET_INFO, eval_fraction=0.1, seq_len=128, batch_size=32)
+  c.sft.update(instruction="判断这条评论是好评还是差评，好评输出1，差评输出0", max_new_tokens=4,
+               eval_examples=1200, eval_batch_size=100)
+  c.model.update(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=384, max_seq_len=128)
+  c.steps = 300
+  c.optim.update(lr=2e-3, warmup_steps=30)
+  c.eval.update(every=100, batches=8)
+  c.checkpoint.every = 100
+  c.log.every = 50
+  c.sample.num = 5
+  if arg == "tiny":
+    c.steps = 10
+    c.data.update(max_examples=400, batch_size=8)
+    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)
+    c.sft.update(eval_examples=16, eval_batch_size=16)
+    c.eval.update(every=10, batches=2)
+    c.checkpoint.every = 10
+    c.sample.num = 1
+  c.lock()
+  return c

@@ -1,0 +1,137 @@
+"""A reward model: the shared transformer trunk plus a scalar head read at the last real token of a sequence.
+
+The head is one more trainable entry of the train state, `params["score_head"] = {"w": [D], "b": []}`, so the
+reward stage needs no second model class: `rewards(...)` runs the trunk with `return_hidden=True` and dots the
+final hidden state at `last_index` with `w`. The index is explicit, so right padding (training batches) and
+left padding (prompts packed to the right for sampling) read the same token.
+
+Later stages score with a trained workdir:
+
+  rm = RewardModel.load("/tmp/jaxllm/rm")
+  rm.score([(messages_or_user_text, completion_text), ...])   # -> np.ndarray [N] f32
+  rm.score([conversation_ending_with_an_assistant_turn, ...])
+  rm.score_tokens([prompt_ids + completion_ids, ...])          # completions end with <|im_end|>, as sampled
+  rm.score_arrays(tokens_BL, segment_ids_BL)                   # padded batches (left or right), segment 0 = pad
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxllm import chat_template
+from jaxllm.checkpoint import load_pretrained
+from jaxllm.model import ModelConfig, Transformer
+from jaxllm.tokenizer import Tokenizer
+
+HEAD = "score_head"
+
+
+def init_head(rng: jax.Array, d_model: int, std: float) -> dict:
+  """{"w": [D], "b": []} f32: zeros (std = 0, every reward starts at 0), else w ~ N(0, std^2)."""
+  w = std * jax.random.normal(rng, (d_model,), jnp.float32) if std > 0 else jnp.zeros((d_model,), jnp.float32)
+  return {"w": w, "b": jnp.zeros((), jnp.float32)}
+
+
+def rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
+            positions_BL: jax.Array, segment_ids_BL: jax.Array, last_index_B: jax.Array,
+            rng: jax.Array | None = None) -> jax.Array:
+  """f32 rewards [B]: the head applied to the final hidden state at each row's `last_index`."""
+  rngs = {"dropout": rng} if rng is not None else {}
+  hidden_BLD = model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
+                           return_hidden=True, rngs=rngs)
+  last_BD = jnp.take_along_axis(hidden_BLD, last_index_B[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+  return last_BD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
+
+
+def layout_from_segments(segment_ids_BL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(positions [B, L], last_index [B]) of padded rows whose real tokens (segment != 0) are contiguous."""
+  real = np.asarray(segment_ids_BL) != 0
+  positions = np.where(real, np.cumsum(real, axis=1) - 1, 0).astype(np.int32)
+  last = (real.shape[1] - 1 - np.argmax(real[:, ::-1], axis=1)).astype(np.int32)
+  return positions, last
+
+
+def model_config(run_config) -> ModelConfig:
+  """The architecture of a finished run (LoRA merged, so no adapter settings); keys an older run's config.json
+  lacks keep ModelConfig's defaults."""
+  known = {f.name for f in dataclasses.fields(ModelConfig)} - {"lora_scale", "lora_dropout"}
+  m = {k: v for k, v in run_config.model.to_dict().items() if k in known}
+  m["head_dim"] = m.get("head_dim") or m["d_model"] // m["n_heads"]
+  return ModelConfig(**m)
+
+
+def _bucket(n: int, cap: int) -> int:
+  """Padded length: the next power of two (at least 16, at most cap), so scoring compiles a few shapes only."""
+  return min(cap, max(16, 1 << (max(n, 1) - 1).bit_length()))
+
+
+class RewardModel:
+  """A trained reward model for scoring outside the train loop (e.g. GRPO's reward-model reward)."""
+
+  def __init__(self, model: Transformer, weights: dict, head: dict, tokenizer: Tokenizer, batch_size: int = 16):
+    self.model, self.weights, self.head, self.tokenizer = model, weights, head, tokenizer
+    self.batch_size = batch_size
+    self.max_len = model.cfg.max_seq_len
+    self._score = jax.jit(lambda w, h, t, p, s, i: rewards(model, w, None, h, t, p, s, i))
+
+  @classmethod
+  def load(cls, workdir: str, batch_size: int = 16) -> "RewardModel":
+    """A reward-stage workdir (or one checkpoint folder in it): trunk weights (LoRA merged), head, tokenizer."""
+    pretrained = load_pretrained(workdir)
+    if HEAD not in pretrained.extras:
+      raise ValueError(f"{workdir!r} holds no {HEAD!r}: not a reward-model run (stage {pretrained.config.stage!r})")
+    model = Transformer(model_config(pretrained.config), deterministic=True)
+    tokenizer = Tokenizer.load(os.path.join(pretrained.workdir, "tokenizer"))
+    return cls(model, pretrained.weights, pretrained.extras[HEAD], tokenizer, batch_size)
+
+  def encode(self, item) -> list[int]:
+    """(prompt, completion) with prompt a user text or a message list, or a conversation ending with an
+    assistant turn -> prompt_ids + completion + <|im_end|>, as the reward stage renders pairs."""
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], str) and not isinstance(
+        item[0], dict):
+      prompt, completion = item
+      messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    elif isinstance(item, list) and item and isinstance(item[-1], dict) and item[-1].get("role") == "assistant":
+      messages, completion = item[:-1], item[-1]["content"]
+    else:
+      raise ValueError(f"score: expected (prompt, completion) or a conversation ending with an assistant turn, "
+                       f"got {item!r:.100}")
+    return chat_template.prompt_ids(self.tokenizer, messages) + self.tokenizer.encode(completion) + [
+        self.tokenizer.im_end_id]
+
+  def score(self, items: Sequence) -> np.ndarray:
+    return self.score_tokens([self.encode(item) for item in items])
+
+  def score_tokens(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """Rewards [N] of token sequences (longer than max_seq_len: the start is cut, the end is scored)."""
+    if not sequences:
+      return np.zeros((0,), np.float32)
+    seqs = [list(s)[-self.max_len:] for s in sequences]
+    if min(len(s) for s in seqs) == 0:
+      raise ValueError("score_tokens: an empty sequence has no token to read a reward at")
+    length = _bucket(max(len(s) for s in seqs), self.max_len)
+    tokens = np.full((len(seqs), length), self.tokenizer.pad_id, np.int32)
+    segment_ids = np.zeros((len(seqs), length), np.int32)
+    for i, s in enumerate(seqs):
+      tokens[i, :len(s)] = s
+      segment_ids[i, :len(s)] = 1
+    return self.score_arrays(tokens, segment_ids)
+
+  def score_arrays(self, tokens_BL: np.ndarray, segment_ids_BL: np.ndarray) -> np.ndarray:
+    """Rewards [B] of padded rows (left or right padding; segment id 0 marks padding)."""
+    tokens_BL, segment_ids_BL = np.asarray(tokens_BL, np.int32), np.asarray(segment_ids_BL, np.int32)
+    positions_BL, last_B = layout_from_segments(segment_ids_BL)
+    out = []
+    n, bs = len(tokens_BL), self.batch_size
+    for start in range(0, n, bs):  # fixed batch shape: the last chunk is padded with copies of row 0
+      rows = np.arange(start, start + bs)
+      rows = np.where(rows < n, rows, 0)
+      r = self._score(self.weights, self.head, tokens_BL[rows], positions_BL[rows], segment_ids_BL[rows],
+                      last_B[rows])
+      out.append(np.asarray(jax.device_get(r))[:min(bs, n - start)])
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,224 @@
+"""Rollouts for GRPO: sample G completions per prompt with the current policy, score them, turn the scores into
+group-relative advantages, and lay everything out as fixed-shape batches for the `grpo` loss.
+
+One rollout = `rl.prompts_per_step` prompts x `rl.group_size` samples = R rows. It feeds
+`rl.ppo_epochs * rl.minibatches` optimizer steps of R / minibatches rows each (`data.batch_size`); then the
+next rollout is drawn with the updated policy. Shapes (P prompts, G group size, R = P*G rows, L = data.seq_len
+= rl.max_prompt_len + rl.max_new_tokens):
+
+  tokens, targets, positions, segment_ids  [R, L] int32   prompt + completion, right-padded (segment 0)
+  loss_mask                                [R, L] f32     1 on targets that are completion tokens (the stop
+                                                          token included), 0 on prompt and padding
+  old_logprobs, ref_logprobs               [R, L] f32     log pi_old / log pi_ref of each target (0 off-mask)
+  advantages                               [R]    f32     (r - mean_group) / (std_group + eps)
+
+Why `old_logprobs` are recomputed with one forward pass instead of taken from the sampler: the sampler runs
+a KV-cached decode, a different XLA program from the training forward, and its log-probs differ in the last
+bits (more under bfloat16). The first optimizer step on a rollout should see a ratio of exactly 1; with the
+sampler's numbers it sees noise that the clip then mistakes for policy change. (`sampler_logp_gap` logs the
+mean |difference|, so a broken cache or mask shows up.) The sampler's log-probs are at temperature 1 and so
+is pi: with rl.temperature != 1 the samples come from a tempered policy that the objective treats as pi.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxllm import chat_template, sampling
+from jaxllm.losses.common import target_logprobs
+from jaxllm.rewards import Combined
+from jaxllm.state import TrainState, policy_weights, reference_weights
+
+_SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  record: dict  # {"messages": prompt turns, "answer": str, ...}: what rewards see as the reference
+  ids: tuple[int, ...]  # chat-template prompt ids, ending with the assistant header
+
+
+def encode_prompts(tokenizer, records: list[dict], max_len: int) -> tuple[list[Prompt], int]:
+  """(prompts whose ids fit in max_len, number dropped as too long). A cut question is no longer the question
+  its answer checks, so long prompts are dropped, not truncated."""
+  out = []
+  for r in records:
+    ids = chat_template.prompt_ids(tokenizer, r["messages"])
+    if len(ids) <= max_len:
+      out.append(Prompt(r, tuple(ids)))
+  return out, len(records) - len(out)
+
+
+def group_advantages(rewards_PG: np.ndarray, scale_std: bool = True, eps: float = 1e-4,
+                     drop_equal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """(advantages [P, G], live [P]): (r - mean) / (std + eps) within each group (population std), or only
+  r - mean without scale_std (Dr. GRPO). A group whose rewards are all equal has advantage 0 everywhere; with
+  drop_equal it is also marked not live, so the batch masks it out of the loss (and its KL term) entirely."""
+  rewards_PG = np.asarray(rewards_PG, np.float64)
+  centred_PG = rewards_PG - rewards_PG.mean(axis=1, keepdims=True)
+  std_P1 = rewards_PG.std(axis=1, keepdims=True)
+  adv_PG = centred_PG / (std_P1 + eps) if scale_std else centred_PG
+  equal_P = np.ptp(rewards_PG, axis=1) == 0
+  live_P = ~equal_P if drop_equal else np.ones(len(rewards_PG), bool)
+  return adv_PG.astype(np.float32), live_P
+
+
+def layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], seq_len: int,
+           pad_id: int) -> dict[str, np.ndarray]:
+  """Rows prompt + completion as tokens/targets/positions/segment_ids/loss_mask [R, L] (see module doc)."""
+  r = len(prompts)
+  row_RL = np.full((r, seq_len + 1), pad_id, np.int32)
+  segment_ids = np.zeros((r, seq_len), np.int32)
+  loss_mask = np.zeros((r, seq_len), np.float32)
+  for i, (p, c) in enumerate(zip(prompts, completions)):
+    n = len(p) + len(c)
+    if n > seq_len + 1:
+      raise ValueError(f"row {i}: {len(p)} prompt + {len(c)} completion tokens exceed data.seq_len + 1 = "
+                       f"{seq_len + 1}")
+    row_RL[i, :n] = np.concatenate([np.asarray(p, np.int32), np.asarray(c, np.int32)])
+    segment_ids[i, :min(n, seq_len)] = 1
+    loss_mask[i, len(p) - 1:n - 1] = 1.0  # targets at t are tokens t+1: the completion starts at len(p)
+  positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (r, seq_len)).copy()
+  return {"tokens": row_RL[:, :-1], "targets": row_RL[:, 1:].copy(), "positions": positions,
+          "segment_ids": segment_ids, "loss_mask": loss_mask}
+
+
+@dataclasses.dataclass
+class Rollout:
+  batch: dict[str, np.ndarray]  # the whole rollout, [R, ...]
+  stats: dict[str, float]
+
+
+def _logprob_fn(env):
+  """Jitted log pi(targets) [B, L] of a batch under (weights, lora), deterministic, masked to the loss mask."""
+  def fn(weights, lora, batch):
+    logp_BL, _ = target_logprobs(env.model, weights, lora, batch, None, env.config.loss.chunk_size)
+    return logp_BL * batch["loss_mask"]
+  return env.jit_cache(("rl_logprobs",), lambda: jax.jit(fn))
+
+
+def _logprobs(env, weights, lora, batch: dict, rows_per_call: int) -> np.ndarray:
+  """Log-probs over the rollout in chunks of the train batch's shape (one compiled program)."""
+  fn = _logprob_fn(env)
+  keys = ("tokens", "targets", "positions", "segment_ids", "loss_mask")
+  out = []
+  for s in range(0, len(batch["tokens"]), rows_per_call):
+    out.append(np.asarray(jax.device_get(fn(weights, lora, {k: batch[k][s:s + rows_per_call] for k in keys}))))
+  return np.concatenate(out)
+
+
+def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rng: jax.Array) -> Rollout:
+  """Sample rl.group_size completions of every prompt with the policy of `state`, score them, build the batch."""
+  rl, tok = env.config.rl, env.tokenizer
+  t0 = time.perf_counter()
+  g = rl.group_size
+  rows = [p for p in prompts for _ in range(g)]  # prompt-major: rows [i*G, (i+1)*G) are prompt i's group
+  stops = chat_template.stop_ids(tok)
+  params = sampling.SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
+                                   top_k=rl.top_k, top_p=rl.top_p, stop_ids=stops)
+  weights, lora = policy_weights(state.params, state.frozen)
+  gen = sampling.generate(env.model, weights, [list(p.ids) for p in rows], params, rng, lora=lora,
+                          pad_id=tok.pad_id)
+  t_sample = time.perf_counter()
+
+  completions = [gen.tokens[i, :gen.lengths[i]] for i in range(len(rows))]
+  # A reply is scored on its text without the stop token; a truncated one (no stop token) is scored as it
+  # stands, flagged in its reference, and loses rl.truncation_penalty.
+  texts = [tok.decode(c[:-1] if stopped else c) for c, stopped in zip(completions, gen.stopped)]
+  refs = [{**p.record, "truncated": not bool(s)} for p, s in zip(rows, gen.stopped)]
+  total_R, parts = rewards(texts, refs)
+  total_R = total_R - rl.truncation_penalty * (~gen.stopped).astype(np.float32)
+  adv_PG, live_P = group_advantages(total_R.reshape(-1, g), rl.scale_std, rl.adv_eps, rl.drop_equal_groups)
+  t_score = time.perf_counter()
+
+  batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id)
+  ref_weights, ref_lora = reference_weights(state.frozen)
+  bs = env.config.data.batch_size
+  batch["old_logprobs"] = _logprobs(env, weights, lora, batch, bs)
+  batch["ref_logprobs"] = _logprobs(env, ref_weights, ref_lora, batch, bs)
+  batch["loss_mask"] *= np.repeat(live_P, g)[:, None].astype(np.float32)  # dropped groups: no loss at all
+  batch["advantages"] = adv_PG.reshape(-1)
+  t_end = time.perf_counter()
+
+  lengths = gen.lengths.astype(np.float64)
+  gap = np.concatenate([np.abs(gen.logprobs[i, :n] - batch["old_logprobs"][i, len(p.ids) - 1:len(p.ids) - 1 + n])
+                        for i, (p, n) in enumerate(zip(rows, gen.lengths.tolist()))])
+  equal_P = np.ptp(total_R.reshape(-1, g), axis=1) == 0
+  stats = {
+      "reward_mean": float(total_R.mean()), "reward_std": float(total_R.std()),
+      **{f"reward_{name}": float(v.mean()) for name, v in parts.items()},
+      "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
+      "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
+      "sampler_logp_gap": float(gap.mean()) if gap.size else 0.0,
+      "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
+  }
+  return Rollout(batch, stats)
+
+
+class RolloutSource:
+  """A train.BatchSource: one rollout per rl.ppo_epochs * rl.minibatches optimizer steps, served as shuffled
+  minibatches of data.batch_size rows. Its state is the number of rollouts drawn (prompt position = rollouts *
+  prompts_per_step, walking a fresh seeded permutation each epoch); checkpoints fall on rollout boundaries
+  (the stage checks checkpoint.every and steps), so a resumed run draws exactly the rollout it would have."""
+
+  def __init__(self, env, prompts: list[Prompt], rewards: Combined):
+    c = env.config
+    if not prompts:
+      raise ValueError("grpo: no training prompts")
+    self.env, self.prompts, self.rewards = env, prompts, rewards
+    self.rl, self.seed = c.rl, c.seed
+    self.steps_per_rollout = c.rl.ppo_epochs * c.rl.minibatches
+    self.rollouts = 0  # rollouts drawn so far
+    self.served = 0  # minibatches served from the current rollout
+    self.current: Rollout | None = None
+    self.order: list[np.ndarray] = []
+    self.last_stats: dict[str, float] = {}
+    self._update_start: float | None = None
+    self.eval_sec = 0.0  # time spent in held-out evaluation since the last rollout (not update time)
+
+  def _prompt_at(self, position: int) -> Prompt:
+    n = len(self.prompts)
+    epoch, i = divmod(position, n)
+    return self.prompts[int(np.random.default_rng([self.seed, epoch]).permutation(n)[i])]
+
+  def _new_rollout(self, state: TrainState) -> None:
+    p = self.rl.prompts_per_step
+    prompts = [self._prompt_at(self.rollouts * p + j) for j in range(p)]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), _SAMPLE_STREAM), self.rollouts)
+    jax.block_until_ready(state.params)  # the previous updates are dispatched asynchronously: count them there
+    now = time.perf_counter()
+    update_sec = (now - self._update_start - self.eval_sec) if self._update_start is not None else 0.0
+    self.current = rollout(self.env, state, prompts, self.rewards, key)
+    rows = len(self.current.batch["advantages"])
+    shuffle = np.random.default_rng([self.seed, self.rollouts, 1])
+    self.order = [shuffle.permutation(rows) for _ in range(self.rl.ppo_epochs)]
+    self.last_stats = {**self.current.stats, "update_sec": update_sec, "rollouts": float(self.rollouts + 1)}
+    self.rollouts += 1
+    self.served = 0
+    self.eval_sec = 0.0
+    self._update_start = time.perf_counter()
+
+  def next(self, state: TrainState) -> dict[str, np.ndarray]:
+    if self.current is None or self.served == self.steps_per_rollout:
+      self._new_rollout(state)
+    epoch, mb = divmod(self.served, self.rl.minibatches)
+    rows = len(self.order[epoch]) // self.rl.minibatches
+    idx = np.sort(self.order[epoch][mb * rows:(mb + 1) * rows])
+    self.served += 1
+    return {k: v[idx] for k, v in self.current.batch.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    return {"rollouts": self.rollouts, "served": self.served}
+
+  def set_state(self, state: dict) -> None:
+    if state["rollouts"] and state["served"] != self.steps_per_rollout:
+      raise ValueError(f"grpo: the checkpoint was taken {state['served']} optimizer steps into a rollout of "
+                       f"{self.steps_per_rollout}; only rollout boundaries can be resumed exactly")
+    self.rollouts, self.served, self.current = int(state["rollouts"]), int(state["served"]), None
+
+  def host_metrics(self) -> dict[str, float]:
+    return dict(self.last_stats)

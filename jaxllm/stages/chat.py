@@ -1,0 +1,192 @@
+"""Stage `chat`: multi-turn ChatML chat with a trained model, streaming each reply as it is generated.
+
+  python run.py --config=configs/chat.py --config.init_from=W             # on a terminal: type, /reset, /quit
+  printf 'hi\\nwhat is 2+2?\\n' | python run.py --config=configs/chat.py --config.init_from=W
+
+Each reply is one `sampling.generate` call over the whole conversation so far (no KV cache is kept between
+turns: re-reading a few hundred prompt tokens is one batched forward pass, far cheaper than the decode loop).
+Streaming uses the engine's `on_token` host callback, so tokens appear as the compiled loop draws them; the
+callback and the sampling settings are the same object on every turn, so each prompt-length bucket compiles
+once. When the conversation no longer fits in max_seq_len with room for a full reply, the oldest turns are
+dropped (the system prompt is kept).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import IO, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxllm import chat_template, sampling
+from jaxllm.config import ConfigError
+from jaxllm.model import ModelConfig, Transformer
+from jaxllm.tokenizer import Tokenizer
+
+COMMANDS = "/reset clears the conversation, /quit (or Ctrl-D) leaves"
+
+
+def build_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
+  """ChatML ids of the conversation plus the assistant's generation prompt. Control tokens go in by id and text
+  is encoded as plain text, so a user typing "<|im_end|>" cannot end a turn. (The one place to swap
+  templates.)"""
+  return chat_template.prompt_ids(tokenizer, messages)
+
+
+def load(config: ml_collections.ConfigDict) -> tuple[Transformer, dict, Tokenizer]:
+  """init_from's model (a jaxllm workdir, LoRA merged; or a Hugging Face folder), weights and tokenizer."""
+  from jaxllm import hf  # local: only chat/export read Hugging Face folders
+  from jaxllm.checkpoint import load_pretrained
+
+  if not config.init_from:
+    raise ConfigError("config.init_from: is empty; pass the jaxllm workdir (or Hugging Face folder) to chat with")
+  if hf.is_hf_folder(config.init_from):
+    pretrained = hf.pretrained(config.init_from)
+    tokenizer = hf.load_tokenizer(config.init_from)
+  else:
+    pretrained = load_pretrained(config.init_from)
+    tokenizer = Tokenizer.load(os.path.join(pretrained.workdir, "tokenizer"))
+  if config.tokenizer.path:
+    tokenizer = Tokenizer.load(config.tokenizer.path)
+  m = pretrained.config.model
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  model_cfg = ModelConfig(**{**{k: v for k, v in m.to_dict().items() if k in fields},
+                             "head_dim": m.head_dim or m.d_model // m.n_heads, "remat": "none"})
+  return Transformer(model_cfg), pretrained.weights, tokenizer
+
+
+def sampling_params(chat: ml_collections.ConfigDict, max_new_tokens: int, stops: tuple[int, ...]):
+  try:
+    return sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=chat.temperature, top_k=chat.top_k,
+                                   top_p=chat.top_p, stop_ids=stops)
+  except ValueError as e:
+    raise ConfigError(f"config.chat: {e}") from None
+
+
+class Streamer:
+  """`on_token` callback printing row 0's reply as it arrives; holds back a cut-off multi-byte character."""
+
+  def __init__(self, tokenizer: Tokenizer, stops: tuple[int, ...], out: IO[str]):
+    self.tokenizer, self.stops, self.out = tokenizer, set(stops), out
+    self.ids: list[int] = []
+    self.shown = 0  # characters of decode(ids) already written
+
+  def __call__(self, t: np.ndarray, tokens_B: np.ndarray, active_B: np.ndarray) -> None:
+    token = int(tokens_B[0])
+    if active_B[0] and token not in self.stops:
+      self.ids.append(token)
+      self.flush(final=False)
+
+  def flush(self, final: bool) -> None:
+    text = self.tokenizer.decode(self.ids)
+    if not final and text.endswith("\ufffd"):
+      return
+    self.out.write(text[self.shown:] + ("\n" if final else ""))
+    self.out.flush()
+    self.shown = len(text)
+
+  def start(self) -> None:
+    self.ids, self.shown = [], 0
+
+
+class Chat:
+  """A conversation: history of messages, one streamed `generate` per user turn."""
+
+  def __init__(self, config: ml_collections.ConfigDict, out: IO[str]):
+    self.config = config
+    self.model, self.weights, self.tokenizer = load(config)
+    self.stops = chat_template.stop_ids(self.tokenizer)
+    self.streamer = Streamer(self.tokenizer, self.stops, out)
+    self.params = sampling_params(config.chat, config.chat.max_new_tokens, self.stops)
+    self.rng = jax.random.PRNGKey(config.seed)
+    self.turns = self.new_tokens = 0
+    self.seconds = 0.0
+    self.reset()
+
+  def reset(self) -> None:
+    system = self.config.chat.system
+    self.messages = [{"role": "system", "content": system}] if system else []
+
+  def _fit(self, messages: list[dict]) -> tuple[list[dict], list[int], sampling.SamplingParams]:
+    """The conversation without its oldest turns until a full reply fits in max_seq_len; its prompt ids."""
+    max_len = self.model.cfg.max_seq_len
+    first = 1 if messages[0]["role"] == "system" else 0
+    ids = build_prompt(self.tokenizer, messages)
+    while len(ids) + self.params.max_new_tokens > max_len and len(messages) > first + 1:
+      messages = messages[:first] + messages[first + 1:]
+      ids = build_prompt(self.tokenizer, messages)
+    budget = min(self.params.max_new_tokens, max_len - len(ids))
+    if budget < 1:
+      raise ValueError(f"the message is too long: the prompt is {len(ids)} tokens and the model's "
+                       f"max_seq_len is {max_len}")
+    params = self.params if budget == self.params.max_new_tokens else dataclasses.replace(
+        self.params, max_new_tokens=budget)
+    return messages, ids, params
+
+  def reply(self, text: str) -> str:
+    """Stream the reply to `text` and add both to the history (left unchanged if the text cannot fit)."""
+    messages, ids, params = self._fit(self.messages + [{"role": "user", "content": text}])
+    self.streamer.start()
+    start = time.perf_counter()
+    out = sampling.generate(self.model, self.weights, [ids], params, jax.random.fold_in(self.rng, self.turns),
+                            on_token=self.streamer)
+    jax.effects_barrier()  # every streamed token has been written
+    self.seconds += time.perf_counter() - start
+    n = int(out.lengths[0])
+    reply_ids = out.tokens[0, :n - int(out.stopped[0])].tolist()
+    self.streamer.ids = reply_ids  # the same ids; also prints a held-back partial character, if any
+    self.streamer.flush(final=True)
+    self.turns += 1
+    self.new_tokens += n
+    answer = self.tokenizer.decode(reply_ids)
+    self.messages = messages + [{"role": "assistant", "content": answer}]
+    return answer
+
+  def metrics(self) -> dict:
+    return {"turns": self.turns, "new_tokens": self.new_tokens,
+            "tokens_per_sec": self.new_tokens / self.seconds if self.seconds else 0.0}
+
+
+def _user_lines(stdin: IO[str], interactive: bool) -> Iterator[str]:
+  """User turns: `input()` with a prompt on a terminal, else one line of stdin per turn; ends at EOF."""
+  while True:
+    try:
+      line = input(">>> ") if interactive else stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+      print()
+      return
+    if not interactive and not line:
+      return
+    yield line.rstrip("\n")
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+  out = sys.stdout
+  chat = Chat(config, out)
+  if config.chat.prompt:
+    chat.reply(config.chat.prompt)
+    return chat.metrics()
+  interactive = sys.stdin.isatty()
+  if interactive:
+    cfg = chat.model.cfg
+    print(f"chat: {config.init_from} ({cfg.n_layers} layers, d_model {cfg.d_model}); {COMMANDS}", flush=True)
+  for line in _user_lines(sys.stdin, interactive):
+    command = line.strip()
+    if not command:
+      continue
+    if command == "/quit":
+      break
+    if command == "/reset":
+      chat.reset()
+      if interactive:
+        print("(conversation cleared)", flush=True)
+      continue
+    try:
+      chat.reply(line)
+    except ValueError as e:  # a message too long for the model: say so and keep chatting
+      print(f"chat: {e}", file=sys.stderr, flush=True)
+  return chat.metrics()

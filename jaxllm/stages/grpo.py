@@ -1,0 +1,152 @@
+"""Stage `grpo`: reinforcement learning with verifiable (or reward-model) rewards, GRPO-style.
+
+  python run.py --config=configs/grpo.py --config.init_from=SFT_WORKDIR --config.workdir=W
+  python run.py --config=configs/grpo_gsm8k.py --config.init_from=SFT_WORKDIR --config.workdir=W
+
+What it keeps of GRPO (Shao et al. 2024) and why:
+- Groups of G samples per prompt, advantages relative to the group: no value network to train, and on
+  verifiable rewards the group mean is a good baseline.
+- The clipped importance ratio, so one rollout can feed several optimizer steps (rl.ppo_epochs,
+  rl.minibatches) without the policy running away from the samples; with one step per rollout (default)
+  the ratio is 1 and this is plain on-policy REINFORCE with a group baseline, as nanochat's chat_rl keeps.
+- The k3 KL to the reference (init_from), coefficient rl.kl_beta: a small tiny model forgets its format
+  quickly without it. kl_beta = 0 drops it (as DAPO / Dr. GRPO / nanochat do); `kl` is logged either way.
+What is an option rather than fixed: std scaling (rl.scale_std=False is Dr. GRPO's unbiased r - mean),
+dropping all-equal groups (rl.drop_equal_groups, DAPO's dynamic sampling without re-sampling to refill),
+clip-higher (rl.clip_eps_high), and the aggregation over tokens (rl.loss_agg: GRPO seq_mean, DAPO
+token_mean, Dr. GRPO constant).
+What it drops: re-sampling to refill dropped groups (batches keep a fixed shape instead: dropped rows are
+masked), value functions / GAE, and reward normalisation across batches.
+
+Every step logs the rollout's `reward_mean`, `reward_std`, `reward_<name>` per reward, `completion_len`,
+`truncated`, `zero_signal_groups`, `rollout_sec` / `update_sec`, and the loss's `kl`, `clip_frac`,
+`entropy`, `ratio_*`; every eval.every steps held-out greedy pass@1 `accuracy` and `answer_format`.
+"""
+from __future__ import annotations
+
+import time
+
+import ml_collections
+
+from jaxllm import evals, rewards, rl, runtime, train
+from jaxllm.config import ConfigError
+from jaxllm.data import sources, synthetic, text
+from jaxllm.losses.grpo import LOSS_AGGS
+from jaxllm.state import TrainState, policy_weights
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """GRPO's own keys, and how they must agree with data.* / steps / checkpoint.every."""
+  r = config.rl
+  rows = r.prompts_per_step * r.group_size
+  steps_per_rollout = r.ppo_epochs * r.minibatches
+
+  def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+      raise ConfigError(f"config.{key}: {message}")
+
+  require(r.group_size >= 2, "rl.group_size", f"needs >= 2 samples per prompt to compare, got {r.group_size}")
+  require(r.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
+  require(r.ppo_epochs >= 1, "rl.ppo_epochs", f"must be >= 1, got {r.ppo_epochs}")
+  require(r.minibatches >= 1 and rows % r.minibatches == 0, "rl.minibatches",
+          f"{r.minibatches} does not divide rl.prompts_per_step * rl.group_size = {rows}")
+  require(config.data.batch_size == rows // r.minibatches, "data.batch_size",
+          f"{config.data.batch_size} != rl.prompts_per_step * rl.group_size / rl.minibatches = "
+          f"{rows // max(r.minibatches, 1)} (the rows of one optimizer step; leave data.batch_size unset in "
+          f"grpo configs and it follows the rl.* keys)")
+  require(r.max_prompt_len >= 1 and r.max_new_tokens >= 1, "rl.max_prompt_len",
+          "rl.max_prompt_len and rl.max_new_tokens must be >= 1")
+  require(config.data.seq_len >= r.max_prompt_len + r.max_new_tokens, "data.seq_len",
+          f"{config.data.seq_len} < rl.max_prompt_len + rl.max_new_tokens = {r.max_prompt_len + r.max_new_tokens}")
+  require(config.steps % steps_per_rollout == 0, "steps",
+          f"{config.steps} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} (optimizer "
+          f"steps per rollout), so the run would end inside a rollout")
+  require(config.checkpoint.every % steps_per_rollout == 0, "checkpoint.every",
+          f"{config.checkpoint.every} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} "
+          f"(optimizer steps per rollout): checkpoints must fall on rollout boundaries for an exact resume")
+  require(r.temperature > 0, "rl.temperature", f"must be > 0 (greedy groups carry no signal), got {r.temperature}")
+  require(0 < r.clip_eps < 1, "rl.clip_eps", f"must be in (0, 1), got {r.clip_eps}")
+  require(r.clip_eps_high >= 0, "rl.clip_eps_high", f"must be >= 0 (0 = rl.clip_eps), got {r.clip_eps_high}")
+  require(r.kl_beta >= 0, "rl.kl_beta", f"must be >= 0, got {r.kl_beta}")
+  require(r.adv_eps > 0, "rl.adv_eps", f"must be > 0, got {r.adv_eps}")
+  require(r.loss_agg in LOSS_AGGS, "rl.loss_agg", f"{r.loss_agg!r} is not one of {LOSS_AGGS}")
+  require(r.eval_prompts >= 0 and r.eval_batch_size >= 1, "rl.eval_prompts",
+          "rl.eval_prompts must be >= 0 and rl.eval_batch_size >= 1")
+  try:
+    named = rewards.parse(r.rewards)
+  except rewards.RewardError as e:
+    raise ConfigError(str(e)) from None
+  require("reward_model" not in named or bool(r.reward_model), "rl.reward_model",
+          "the 'reward_model' reward in rl.rewards needs a reward-stage workdir here")
+
+
+def _gsm8k_chats(records: list[dict], system_prompt: str) -> list[dict]:
+  system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+  return [{"messages": system + [{"role": "user", "content": r["question"]}], "answer": r["answer"]}
+          for r in records]
+
+
+def load_prompts(config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict], str]:
+  """(training records, held-out records, source): {"messages": prompt turns, "answer": str} each."""
+  data, r = config.data, config.rl
+  if not data.name:
+    return (synthetic.rl_prompts(config.seed, "train", data.train_examples),
+            synthetic.rl_prompts(config.seed, "eval", r.eval_prompts), "built-in world")
+  if not data.dataset_info:
+    raise ConfigError("config.data.dataset_info: grpo reads named data (gsm8k format) through a "
+                      "dataset_info.json; set it, or data.name='' for the built-in world")
+  limit = data.max_examples or None
+  train_rows = sources.load(data.name, data.dataset_info, "gsm8k", on_bad=data.on_bad_row, limit=limit)
+  records = train_rows.records
+  if r.eval_data:
+    held = sources.load(r.eval_data, data.dataset_info, "gsm8k", on_bad=data.on_bad_row).records
+  else:
+    records, held = text.split_documents(records, data.eval_fraction, config.seed)
+  return (_gsm8k_chats(records, r.system_prompt), _gsm8k_chats(held[:r.eval_prompts], r.system_prompt),
+          train_rows.source)
+
+
+def run(config: ml_collections.ConfigDict) -> dict:
+  check(config)
+  env = runtime.prepare(config)
+  c, r = env.config, env.config.rl
+  if env.process_count > 1:
+    raise NotImplementedError("grpo: rollouts run the sampler on one process's prompts; multi-process "
+                              "rollouts are not supported yet")
+  if not c.init_from:
+    env.log("grpo: no init_from, so the policy starts from a random init (rewards will stay near zero)")
+  train_records, eval_records, source = load_prompts(c)
+  prompts, dropped = rl.encode_prompts(env.tokenizer, train_records, r.max_prompt_len)
+  env.log(f"grpo ({source}): {len(prompts)} training prompts ({dropped} longer than rl.max_prompt_len="
+          f"{r.max_prompt_len} dropped), {len(eval_records)} held out; {r.prompts_per_step} prompts x "
+          f"{r.group_size} samples per rollout, {r.ppo_epochs * r.minibatches} optimizer steps each")
+  source_batches = rl.RolloutSource(env, prompts, rewards.build(r))
+  eval_prompts = [e["messages"] for e in eval_records]
+  eval_refs = [e["answer"] for e in eval_records]
+
+  def evaluate(state: TrainState) -> dict:
+    if not eval_prompts:
+      return {}
+    t0 = time.perf_counter()
+    weights, lora = policy_weights(state.params, state.frozen)
+    out = evals.generation_metrics(env, weights, lora, eval_prompts, eval_refs, "answer",
+                                   max_new_tokens=r.max_new_tokens, batch_size=r.eval_batch_size)
+    source_batches.eval_sec += time.perf_counter() - t0
+    return out
+
+  def print_samples(state: TrainState) -> dict:
+    n = min(c.sample.num, len(eval_prompts))
+    if n <= 0 or not env.is_main:
+      return {}
+    weights, lora = policy_weights(state.params, state.frozen)
+    texts = evals.generate_answers(env, weights, lora, eval_prompts[:n], max_new_tokens=r.max_new_tokens,
+                                   batch_size=n)
+    for prompt, ref, got in zip(eval_prompts, eval_refs, texts):
+      print(f"--- sample\n[user] {prompt[-1]['content']}\n[reference] {ref}\n[model] {got}", flush=True)
+    return {}
+
+  task = train.Task(loss=c.loss.name or "grpo", batches=source_batches, evaluate=evaluate, needs_reference=True,
+                    on_end=print_samples, host_metrics=source_batches.host_metrics)
+  summary = train.fit(env, task)
+  summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts), "rollouts": source_batches.rollouts})
+  return summary
