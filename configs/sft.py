@@ -5,8 +5,8 @@
   python run.py --config=configs/sft.py:tiny --config.workdir=W --config.init_from=TINY_PRETRAIN_WORKDIR
 
 The model architecture and tokenizer come from init_from (without it: a random init of model.*). Default
-(200 steps of 16 packed rows x 256 tokens, ~3M-param model): a few minutes on 2 CPU cores; held-out
-answer-format compliance goes from ~0 to >= 90% (experiments/sft_builtin.py measures it).
+(200 steps of 16 packed rows x 256 tokens from configs/pretrain.py's model): ~8 min of CPU time on 2 cores;
+held-out answer format 100% and answer accuracy 76% (experiments/sft_builtin.py has the numbers).
 Other data: --config.data.name=alpaca_en_demo --config.data.dataset_info=../shared/data/dataset_info.json
 """
 import os

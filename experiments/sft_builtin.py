@@ -10,8 +10,17 @@ Runs `run.py` three times with the repository's default configs (nothing tuned h
 and reads the final held-out metrics: answer-format compliance ("#### <number>" present) and pass@1 answer
 accuracy on 200 held-out problems, greedy, plus held-out loss. Target: format compliance >= 90%.
 
-Results (2 shared CPU cores, load average ~8 from other jobs, so wall times are inflated; seed 0):
-  RESULTS_PLACEHOLDER
+Results (seed 0; 2 CPU cores shared with other jobs at load average 8-17, so wall times are inflated several
+times over; CPU time = user + system). Measured with the three commands above run by hand, which are exactly the
+ones this script issues:
+  run          held out (200 problems, greedy)                     wall     CPU
+  pretrain     loss 0.660 (ppl 1.93)                               20.4 min  5.1 min
+  sft (full)   answer format 100%, accuracy 76.0%, loss 0.070      33.0 min  8.2 min
+               (after 100 of 200 steps: format 100%, accuracy 43.5%)
+  sft (LoRA)   answer format 100%, accuracy 48.0%, loss 0.264      30.7 min  8.7 min
+               (rank 8, all projections; after 100 steps: format 100%, accuracy 40.0%)
+Rows hold 3.6 examples on average (9% padding); 20.2% of tokens carry loss. The "#### N" format is learnt
+within the first 100 steps either way; answer accuracy keeps rising with full fine-tuning.
 """
 from __future__ import annotations
 

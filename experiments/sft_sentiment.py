@@ -2,8 +2,8 @@
 
   python experiments/sft_sentiment.py --out=/tmp/jaxllm/sentiment
 
-The reference workflow (LLaMA-Factory) fine-tunes a chat model on "判断这条评论是好评还是差评，好评输出1，差评输出0"
-+ review -> "1" / "0" and reads the generated label. At CPU scale there is no pretrained Chinese model, so:
+The reference workflow (LLaMA-Factory) fine-tunes a chat model on
+"判断这条评论是好评还是差评，好评输出1，差评输出0" + review -> "1" / "0" and reads the generated label. At CPU scale there is no pretrained Chinese model, so:
   1. configs/tokenizer.py    a 4096-token byte-level BPE fitted to the review texts (seconds);
   2. configs/sft_sentiment.py  a 2-layer, d_model 128 decoder (~1.4M params) trained from scratch by SFT on
      the 90% training split (loss on the label and <|im_end|> only), 300 steps of 32 packed rows x 128 tokens;

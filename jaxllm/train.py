@@ -202,8 +202,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   def flush(pending_item):
     nonlocal tokens_since, t_since, last_train
     step_no, device_metrics, host = pending_item
-    now = time.perf_counter()
     scalars = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    now = time.perf_counter()  # after the wait: dispatch is async, the host may be steps ahead of the device
     scalars["tokens_per_sec"] = tokens_since / max(now - t_since, 1e-9)
     scalars.update(host)
     tokens_since, t_since = 0, now

@@ -56,8 +56,9 @@ def test_targets_choose_the_adapted_projections():
                        "mlp": {"up": {"w": jnp.zeros((8, 16))}}}}
   adapters = jax.eval_shape(lambda: lora_lib.init_lora(base, ("q", "o"), 3, jax.random.PRNGKey(0)))
   assert set(adapters["layers_0"]) == {"attn"}
-  assert adapters["layers_0"]["attn"]["q"]["a"].shape == (8, 3) and adapters["layers_0"]["attn"]["q"]["b"].shape == (3, 2, 4)
-  assert adapters["layers_0"]["attn"]["o"]["a"].shape == (2, 4, 3) and adapters["layers_0"]["attn"]["o"]["b"].shape == (3, 8)
+  q, o = adapters["layers_0"]["attn"]["q"], adapters["layers_0"]["attn"]["o"]
+  assert q["a"].shape == (8, 3) and q["b"].shape == (3, 2, 4)  # rank between the input and the output dims
+  assert o["a"].shape == (2, 4, 3) and o["b"].shape == (3, 8)
   with pytest.raises(ValueError, match="lora.targets"):
     lora_lib.parse_targets("q,qq")
 
