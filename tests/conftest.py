@@ -40,6 +40,11 @@ def tiny_config(module: str, workdir, tokenizer_dir: str, **overrides):
   config.tokenizer.path = tokenizer_dir
   config.mesh.data = 1
   config.log.tensorboard = False
+  return set_dotted(config, overrides)
+
+
+def set_dotted(config, overrides: dict):
+  """config["a"]["b"] = v for every {"a.b": v}; returns config."""
   for dotted, value in overrides.items():
     node = config
     *parents, leaf = dotted.split(".")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, set_dotted
 from jaxllm.config import ConfigError, validate
 
 CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "base"))
@@ -26,13 +26,7 @@ def test_every_config_file_loads_and_validates(name):
 def _base(**changes):
   config = importlib.import_module("configs.pretrain").get_config()
   config.workdir = "/tmp/unused"
-  for dotted, value in changes.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return set_dotted(config, changes)
 
 
 @pytest.mark.parametrize("changes, n_devices, key", [
