@@ -129,15 +129,29 @@ def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: 
 
 
 def dot_attention(q_BLHk: Array, k_BSKk: Array, v_BSKk: Array, mask_BLS: Array) -> Array:
+  """Softmax attention of H query heads over K kv heads (GQA) under a [B, L, S] bool mask; f32 softmax.
+
+  Laid out for plain matmuls (benchmarks/train_step.py: 17% less time than the einsum over [B, L, K, G, Dh]
+  on CPU): the G query heads sharing a kv head are stacked along length (M = G * L rows), so each kv head is
+  one [M, Dh] x [Dh, S] product, and the softmax is normalised after the probs @ V product, on [M, Dh]
+  instead of [M, S]. `jax.nn.dot_product_attention` (implementation=None is XLA's einsum here) was no faster.
+  """
   b, l, h, dh = q_BLHk.shape
   k_heads = k_BSKk.shape[2]
-  q_BLKGk = q_BLHk.reshape(b, l, k_heads, h // k_heads, dh)
-  scores_BKGLS = jnp.einsum("BLKGk,BSKk->BKGLS", q_BLKGk, k_BSKk,
-                            preferred_element_type=jnp.float32) * (dh ** -0.5)
-  scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, jnp.finfo(jnp.float32).min)
-  probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKk.dtype)
-  out_BLKGk = jnp.einsum("BKGLS,BSKk->BLKGk", probs_BKGLS, v_BSKk)
-  return out_BLKGk.reshape(b, l, h, dh)
+  g = h // k_heads
+  q_BKMk = (q_BLHk * jnp.asarray(dh ** -0.5, q_BLHk.dtype)).reshape(b, l, k_heads, g, dh)
+  q_BKMk = q_BKMk.transpose(0, 2, 3, 1, 4).reshape(b, k_heads, g * l, dh)
+  k_BKSk, v_BKSk = k_BSKk.transpose(0, 2, 1, 3), v_BSKk.transpose(0, 2, 1, 3)
+  scores_BKMS = jnp.einsum("BKMk,BKSk->BKMS", q_BKMk, k_BKSk, preferred_element_type=jnp.float32)
+  scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKMS.reshape(b, k_heads, g, l, -1),
+                           jnp.finfo(jnp.float32).min)
+  # exp(s - max): the softmax numerator, <= 1; a fully masked row (none: padding sees padding) would come out
+  # uniform, as with jax.nn.softmax, never NaN
+  exp_BKGLS = jnp.exp(scores_BKGLS - jax.lax.stop_gradient(scores_BKGLS.max(axis=-1, keepdims=True)))
+  out_BKMk = jnp.einsum("BKMS,BKSk->BKMk", exp_BKGLS.reshape(b, k_heads, g * l, -1).astype(v_BSKk.dtype), v_BKSk,
+                        preferred_element_type=jnp.float32)
+  out_BKGLk = out_BKMk.reshape(b, k_heads, g, l, dh) / exp_BKGLS.sum(axis=-1, keepdims=True)
+  return out_BKGLk.astype(v_BSKk.dtype).transpose(0, 3, 1, 2, 4).reshape(b, l, h, dh)
 
 
 class Projection(nn.Module):

@@ -37,15 +37,21 @@ def init_head(rng: jax.Array, d_model: int, std: float) -> dict:
   return {"w": w, "b": jnp.zeros((), jnp.float32)}
 
 
+def token_rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
+                  positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+  """f32 [B, L]: the head applied to the final hidden state of every prefix (entry t scores tokens[:t + 1])."""
+  rngs = {"dropout": rng} if rng is not None else {}
+  hidden_BLD = model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
+                           return_hidden=True, rngs=rngs)
+  return hidden_BLD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
+
+
 def rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
             positions_BL: jax.Array, segment_ids_BL: jax.Array, last_index_B: jax.Array,
             rng: jax.Array | None = None) -> jax.Array:
   """f32 rewards [B]: the head applied to the final hidden state at each row's `last_index`."""
-  rngs = {"dropout": rng} if rng is not None else {}
-  hidden_BLD = model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
-                           return_hidden=True, rngs=rngs)
-  last_BD = jnp.take_along_axis(hidden_BLD, last_index_B[:, None, None].astype(jnp.int32), axis=1)[:, 0]
-  return last_BD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
+  r_BL = token_rewards(model, weights, lora, head, tokens_BL, positions_BL, segment_ids_BL, rng)
+  return jnp.take_along_axis(r_BL, last_index_B[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
 def layout_from_segments(segment_ids_BL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,11 @@ How it works (shape legend in model.py; P padded prompt length, N max_new_tokens
   attended to by real tokens), real tokens are segment 1 at their own RoPE positions 0..len-1. All rows then
   write the cache at the same slot each step, and a row's numbers do not depend on how much padding it got,
   so a prompt's output does not depend on the other prompts in the batch.
-- The cache ([B, P+N, K, Dh] per layer, only kv heads) is allocated inside the compiled call and updated in
-  place by `lax.while_loop`; the loop stops as soon as every row has emitted a stop token.
+- The cache ([B, S, K, Dh] per layer, only kv heads) is allocated inside the compiled call (so there is no
+  buffer to donate) and updated in place by `lax.while_loop`; the loop stops as soon as every row has emitted
+  a stop token. It grows in windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the
+  cache padded once in between) so a step attends over the slots written so far rather than the whole
+  future buffer: ~25% less attention work at P=128, N=256.
 - The loop state is an immutable pytree (`_Decode`) like gemma's / tunix's samplers: sample from the last
   logits, record, feed the sampled token back. Sampling options are a frozen dataclass, static under jit.
 - Randomness: row b uses key_b = split(rng, B)[b] (or the caller's own per-row keys) and draws step t with
@@ -36,6 +39,7 @@ from jaxllm.model import Transformer, init_cache
 Array = jax.Array
 # on_token(t, tokens_B, active_B): called on the host after token t of every row is drawn (streaming only).
 TokenCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+WINDOW = 64  # decode steps per cache window (see generate_arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,14 @@ def bucket_length(n: int) -> int:
   """Prompt lengths are padded up to a multiple of 16 (short) or 64 (long) so jit sees few shapes."""
   step = 16 if n <= 64 else 64
   return -(-n // step) * step
+
+
+def _grow(cache: dict, length: int) -> dict:
+  """The cache with empty slots (segment 0: never attended to) appended up to `length`."""
+  extra = length - cache["segment_ids"].shape[1]
+  pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
+  return {"layers": [{k: pad(v) for k, v in layer.items()} for layer in cache["layers"]],
+          "segment_ids": pad(cache["segment_ids"]), "index": cache["index"]}
 
 
 def _row_keys(rng: Array, b: int) -> Array:
@@ -170,7 +182,10 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
   lengths_B = prompt_lengths_B.astype(jnp.int32)
   keys_B = _row_keys(rng, b)
   stop_ids = jnp.asarray(params.stop_ids, jnp.int32)
-  logits_BV, cache = prefill(model, weights, prompt_tokens_BP, lengths_B, p + n, lora)
+  # The cache grows in windows of WINDOW slots (one while_loop each, stopped early once every row is done):
+  # a decode step attends over the current window only, not the whole future buffer.
+  ends = list(range(WINDOW, n, WINDOW)) + [n]
+  logits_BV, cache = prefill(model, weights, prompt_tokens_BP, lengths_B, p + ends[0], lora)
 
   def emit(s: _Decode) -> _Decode:
     """Draw token t of every row from s.logits_BV and record it for the rows still running."""
@@ -186,8 +201,9 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
         lengths_B=s.lengths_B + active_B.astype(jnp.int32),
         stopped_B=s.stopped_B | (active_B & jnp.isin(token_B, stop_ids)))
 
-  def running(s: _Decode) -> Array:
-    return (s.t < n) & ~jnp.all(s.stopped_B)
+  def running_until(end: int) -> Callable[[_Decode], Array]:
+    # token t is drawn after feeding token t-1 into slot p+t-1, so a window of p+end slots serves t <= end
+    return lambda s: (s.t < min(end + 1, n)) & ~jnp.all(s.stopped_B)
 
   def step(s: _Decode) -> _Decode:
     """Feed token t-1 (at position prompt_len + t-1, cache slot P + t-1), then draw token t."""
@@ -198,7 +214,11 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
                   cache=cache, tokens_BN=jnp.full((b, n), pad_id, jnp.int32),
                   logprobs_BN=jnp.zeros((b, n), jnp.float32), lengths_B=jnp.zeros((b,), jnp.int32),
                   stopped_B=jnp.zeros((b,), bool))
-  state = jax.lax.while_loop(running, step, emit(state))
+  state = emit(state)
+  for i, end in enumerate(ends):
+    if i:
+      state = state.replace(cache=_grow(state.cache, p + end))
+    state = jax.lax.while_loop(running_until(end), step, state)
   return state.tokens_BN, state.logprobs_BN, state.lengths_B, state.stopped_B
 
 

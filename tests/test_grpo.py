@@ -305,7 +305,8 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
 def test_tiny_grpo_run_end_to_end_and_exact_resume(tmp_path, tokenizer_dir, pretrained):
   from jaxllm.stages import grpo
 
-  common = {"init_from": pretrained, "rl.rewards": "test_fives:1.0,format:0.1", "optim.lr": 3e-3,
+  common = {"init_from": pretrained, "rl.rewards": "test_fives:1.0,format:0.1", "rl.truncation_penalty": 0.5,
+            "optim.lr": 3e-3,
             "optim.warmup_steps": 1, "optim.decay_steps": 4, "log.every": 1, "sample.num": 0}
   summary = grpo.run(tiny_config("grpo", tmp_path / "straight", tokenizer_dir, **common))
   assert summary["step"] == 4 and summary["rollouts"] == 4 and 0 <= summary["eval_accuracy"] <= 1
@@ -317,6 +318,10 @@ def test_tiny_grpo_run_end_to_end_and_exact_resume(tmp_path, tokenizer_dir, pret
   assert keys <= set(train_rows[-1])
   assert [r["rollouts"] for r in train_rows] == [1, 2, 3, 4]  # each line describes its own rollout
   assert any(r["reward_std"] > 0 for r in train_rows) and any(r["grad_norm"] > 0 for r in train_rows)
+  for r in train_rows:  # replies cut at max_new_tokens are scored (not crashed) and lose the penalty
+    want = r["reward_test_fives"] + 0.1 * r["reward_format"] - 0.5 * r["truncated"]
+    assert r["reward_mean"] == pytest.approx(want, abs=1e-5)
+  assert any(r["truncated"] > 0 for r in train_rows)
   eval_rows = [r for r in rows if r["split"] == "eval"]
   assert [r["step"] for r in eval_rows] == [2, 4] and {"accuracy", "answer_format"} <= set(eval_rows[-1])
 

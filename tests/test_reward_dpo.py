@@ -40,7 +40,8 @@ _rewards = jax.jit(lambda w, h, t, p, s, i: reward_model.rewards(MODEL, w, None,
 
 def _cfg(**sections):
   dpo = {"beta": 0.1, "label_smoothing": 0.0, "variant": "sigmoid", "nll_weight": 0.0}
-  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "reward": {"margin": 0.0}, "dpo": dpo, **sections})
+  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "reward": {"margin": 0.0, "prefix_weight": 0.0}, "dpo": dpo,
+                                    **sections})
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +162,8 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
   head = {"w": jax.random.normal(jax.random.PRNGKey(1), (CFG.d_model,)) * 3.0, "b": jnp.array(0.7)}
   margin = 0.3
   params = {"model": weights, "score_head": head}
-  loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL, cfg=_cfg(reward={"margin": margin}))
+  loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL,
+                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.0}))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, {}, batch, None)
 
   # By hand: hidden state at each side's last real token, r = h.w + b, loss = mean -log sigmoid(dr - margin).
@@ -180,6 +182,20 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
                              rtol=1e-4, atol=1e-6)
   assert abs(float(grads["score_head"]["b"])) < 1e-6
   assert float(optax_norm(grads["model"])) > 0  # the trunk learns too
+
+  # The token-level term: BT on aligned prefixes from the first differing token to the end of the shorter side.
+  loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL,
+                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.5}))
+  loss_with_prefix, _ = jax.jit(loss_fn)(params, {}, batch, None)
+  r_all = (hidden @ w + b).reshape(4, 2, -1)
+  per_pair = []
+  for i in range(3):
+    first = int(np.argmax(batch["tokens"][i, 0] != batch["tokens"][i, 1]))
+    assert first >= pairs.prompt_len[i]  # the shared prompt never differs
+    end = int(batch["last_index"][i].min())
+    d_t = r_all[i, 0, first:end + 1] - r_all[i, 1, first:end + 1]
+    per_pair.append(np.mean(-np.log(1 / (1 + np.exp(-(d_t - margin))))))
+  np.testing.assert_allclose(loss_with_prefix, loss + 0.5 * np.mean(per_pair), rtol=1e-5)
 
 
 def optax_norm(tree):

@@ -108,6 +108,16 @@ def test_greedy_with_cache_equals_greedy_by_repeated_full_forward():
   assert out.tokens.dtype == np.int32 and out.logprobs.dtype == np.float32
 
 
+def test_a_cache_grown_in_windows_decodes_the_same(monkeypatch):
+  model, weights = _model()
+  monkeypatch.setattr(sampling, "WINDOW", 4)  # N-1 tokens in windows of 4, 4, 3 decode steps
+  windowed = generate(model, weights, PROMPTS, SamplingParams(max_new_tokens=N - 1), jax.random.PRNGKey(0))
+  for b, prompt in enumerate(PROMPTS):
+    tokens, logprobs = _naive_greedy(model, weights, prompt, N)
+    np.testing.assert_array_equal(windowed.tokens[b], tokens[:-1], err_msg=f"prompt {b}")
+    np.testing.assert_allclose(windowed.logprobs[b], logprobs[:-1], atol=1e-5)
+
+
 def test_a_prompt_generates_the_same_alone_and_inside_a_batch():
   model, weights = _model()
   key = jax.random.PRNGKey(0)

@@ -4,6 +4,13 @@ Both sides of every pair run as one [2B, L] forward pass; each reward is the sca
 real token (`reward_model.rewards`). `cfg.reward.margin` > 0 asks for chosen to beat rejected by at least that
 much (a constant margin; LLaMA-2 used a per-pair one from rating gaps). Pair means are weighted by
 `batch["weight"]` (0 for filler rows of a short held-out set), as sum / max(count, 1).
+
+Optional token-level supervision (`cfg.reward.prefix_weight` > 0): the same BT loss on every aligned pair of
+prefixes from the first token where the answers differ to the end of the shorter one (every such rejected
+prefix already holds the difference). As with Cobbe et al. 2021's token-level verifiers, this teaches the trunk
+to flag a mistake where it happens, which the last token then only has to look up; a small model otherwise
+struggles to re-derive, at the final token, an arithmetic slip many tokens back. The reward is still the head
+at the last real token; the auxiliary term only shapes training.
 """
 from __future__ import annotations
 
@@ -30,15 +37,31 @@ def ranked_right(margin_B: jax.Array) -> jax.Array:
   return jnp.where(margin_B > 0, 1.0, jnp.where(margin_B < 0, 0.0, 0.5))
 
 
+def prefix_loss(r_B2L: jax.Array, batch: dict, margin: float) -> jax.Array:
+  """Mean BT loss over aligned prefixes (chosen[:t+1] vs rejected[:t+1]) from the first differing token to the
+  end of the shorter side, per pair, then over pairs."""
+  tokens_B2L, last_B2 = batch["tokens"], batch["last_index"]
+  slot_L = jnp.arange(tokens_B2L.shape[-1])
+  first_B = jnp.argmax(tokens_B2L[:, 0] != tokens_B2L[:, 1], axis=-1)  # chosen != rejected, so one exists
+  mask_BL = (slot_L >= first_B[:, None]) & (slot_L <= last_B2.min(axis=1)[:, None])
+  loss_BL = -jax.nn.log_sigmoid(r_B2L[:, 0] - r_B2L[:, 1] - margin)
+  per_pair_B = (loss_BL * mask_BL).sum(-1) / jnp.maximum(mask_BL.sum(-1), 1)
+  return pair_mean(per_pair_B, batch["weight"])
+
+
 def reward_loss(params, frozen, batch, rng, *, model, cfg):
   weights, lora = policy_weights(params, frozen)
   rows = flat_pairs(batch)
-  r_2B = reward_model.rewards(model, weights, lora, params[reward_model.HEAD], rows["tokens"], rows["positions"],
-                              rows["segment_ids"], rows["last_index"], rng)
-  r_B2 = r_2B.reshape(-1, 2)
+  r_2BL = reward_model.token_rewards(model, weights, lora, params[reward_model.HEAD], rows["tokens"],
+                                     rows["positions"], rows["segment_ids"], rng)
+  r_B2L = r_2BL.reshape((-1, 2) + r_2BL.shape[1:])
+  r_B2 = jnp.take_along_axis(r_B2L, batch["last_index"][..., None], axis=-1)[..., 0]
   margin_B = r_B2[:, 0] - r_B2[:, 1]
   w_B = batch["weight"]
   loss = pair_mean(-jax.nn.log_sigmoid(margin_B - cfg.reward.margin), w_B)
+  if cfg.reward.prefix_weight > 0:
+    aux = prefix_loss(r_B2L, batch, cfg.reward.margin)
+    loss = loss + cfg.reward.prefix_weight * aux
   metrics = {
       "accuracy": pair_mean(ranked_right(margin_B), w_B),
       "margin": pair_mean(margin_B, w_B),
@@ -46,6 +69,8 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
       "rejected_reward": pair_mean(r_B2[:, 1], w_B),
       "reward_mean": pair_mean(r_B2.mean(axis=1), w_B),
   }
+  if cfg.reward.prefix_weight > 0:
+    metrics["prefix_loss"] = aux
   return loss, metrics
 
 
