@@ -37,6 +37,7 @@ def get_config(arg: str | None = None):
   c.reward.margin = 0.0  # BT loss -log sigmoid(r_c - r_r - margin): chosen must win by at least this much
   c.reward.head_init = 0.0  # std of the normal init of the score head's w; 0 = zeros (every reward starts at 0)
   c.reward.prefix_weight = 0.0  # weight of the auxiliary BT loss on aligned prefixes after the answers diverge
+  c.reward.lm_weight = 0.0  # weight of the chosen answers' per-token NLL (keeps the trunk's LM features; GRM)
   if arg == "tiny":
     c.steps = 10
     c.tokenizer.train_docs = 2000

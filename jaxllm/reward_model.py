@@ -37,13 +37,23 @@ def init_head(rng: jax.Array, d_model: int, std: float) -> dict:
   return {"w": w, "b": jnp.zeros((), jnp.float32)}
 
 
+def hidden_states(model: Transformer, weights: dict, lora: dict | None, tokens_BL: jax.Array,
+                  positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+  """The trunk's final hidden states [B, L, D] (what the score head reads)."""
+  rngs = {"dropout": rng} if rng is not None else {}
+  return model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
+                     return_hidden=True, rngs=rngs)
+
+
+def head_scores(head: dict, hidden_BLD: jax.Array) -> jax.Array:
+  """f32 [B, L]: the score head on every position's hidden state (entry t scores tokens[:t + 1])."""
+  return hidden_BLD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
+
+
 def token_rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
                   positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None) -> jax.Array:
   """f32 [B, L]: the head applied to the final hidden state of every prefix (entry t scores tokens[:t + 1])."""
-  rngs = {"dropout": rng} if rng is not None else {}
-  hidden_BLD = model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
-                           return_hidden=True, rngs=rngs)
-  return hidden_BLD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
+  return head_scores(head, hidden_states(model, weights, lora, tokens_BL, positions_BL, segment_ids_BL, rng))
 
 
 def rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,

@@ -8,7 +8,7 @@ How it works (shape legend in model.py; P padded prompt length, N max_new_tokens
   attended to by real tokens), real tokens are segment 1 at their own RoPE positions 0..len-1. All rows then
   write the cache at the same slot each step, and a row's numbers do not depend on how much padding it got,
   so a prompt's output does not depend on the other prompts in the batch.
-- The cache ([B, S, K, Dh] per layer, only kv heads) is allocated inside the compiled call (so there is no
+- The cache ([B, K, S, Dh] per layer, only kv heads) is allocated inside the compiled call (so there is no
   buffer to donate) and updated in place by `lax.while_loop`; the loop stops as soon as every row has emitted
   a stop token. It grows in windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the
   cache padded once in between) so a step attends over the slots written so far rather than the whole
@@ -94,9 +94,9 @@ def bucket_length(n: int) -> int:
 def _grow(cache: dict, length: int) -> dict:
   """The cache with empty slots (segment 0: never attended to) appended up to `length`."""
   extra = length - cache["segment_ids"].shape[1]
-  pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
-  return {"layers": [{k: pad(v) for k, v in layer.items()} for layer in cache["layers"]],
-          "segment_ids": pad(cache["segment_ids"]), "index": cache["index"]}
+  pad_kv = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)])  # [B, K, S, Dh]
+  return {"layers": [{k: pad_kv(v) for k, v in layer.items()} for layer in cache["layers"]],
+          "segment_ids": jnp.pad(cache["segment_ids"], [(0, 0), (0, extra)]), "index": cache["index"]}
 
 
 def _row_keys(rng: Array, b: int) -> Array:

@@ -20,8 +20,9 @@ CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2
 B, L = 3, 32
 
 
-def reference_attention(q_BLHk, k_BSKk, v_BSKk, mask_BLS):
+def reference_attention(q_BLHk, k_BKSk, v_BKSk, mask_BLS):
   """The einsum attention jaxllm started with: the numbers any faster version must reproduce."""
+  k_BSKk, v_BSKk = k_BKSk.transpose(0, 2, 1, 3), v_BKSk.transpose(0, 2, 1, 3)
   b, l, h, dh = q_BLHk.shape
   k_heads = k_BSKk.shape[2]
   q_BLKGk = q_BLHk.reshape(b, l, k_heads, h // k_heads, dh)
@@ -101,9 +102,10 @@ def test_remat_equals_no_remat(remat):
 
 
 def _qkv(b, l, s, h, k, dh, seed=0):
+  """q [B, L, H, Dh]; k, v kv-head-major [B, K, S, Dh] (the layout dot_attention takes)."""
   keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-  return (jax.random.normal(keys[0], (b, l, h, dh)), jax.random.normal(keys[1], (b, s, k, dh)),
-          jax.random.normal(keys[2], (b, s, k, dh)))
+  return (jax.random.normal(keys[0], (b, l, h, dh)), jax.random.normal(keys[1], (b, k, s, dh)),
+          jax.random.normal(keys[2], (b, k, s, dh)))
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (8, 1)])

@@ -40,7 +40,7 @@ _rewards = jax.jit(lambda w, h, t, p, s, i: reward_model.rewards(MODEL, w, None,
 
 def _cfg(**sections):
   dpo = {"beta": 0.1, "label_smoothing": 0.0, "variant": "sigmoid", "nll_weight": 0.0}
-  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "reward": {"margin": 0.0, "prefix_weight": 0.0}, "dpo": dpo,
+  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "reward": {"margin": 0.0, "prefix_weight": 0.0, "lm_weight": 0.0}, "dpo": dpo,
                                     **sections})
 
 
@@ -163,7 +163,7 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
   margin = 0.3
   params = {"model": weights, "score_head": head}
   loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL,
-                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.0}))
+                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.0, "lm_weight": 0.0}))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, {}, batch, None)
 
   # By hand: hidden state at each side's last real token, r = h.w + b, loss = mean -log sigmoid(dr - margin).
@@ -185,7 +185,7 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
 
   # The token-level term: BT on aligned prefixes from the first differing token to the end of the shorter side.
   loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL,
-                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.5}))
+                              cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.5, "lm_weight": 0.0}))
   loss_with_prefix, _ = jax.jit(loss_fn)(params, {}, batch, None)
   r_all = (hidden @ w + b).reshape(4, 2, -1)
   per_pair = []

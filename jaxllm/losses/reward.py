@@ -11,6 +11,11 @@ prefix already holds the difference). As with Cobbe et al. 2021's token-level ve
 to flag a mistake where it happens, which the last token then only has to look up; a small model otherwise
 struggles to re-derive, at the final token, an arithmetic slip many tokens back. The reward is still the head
 at the last real token; the auxiliary term only shapes training.
+
+Optional LM regularisation (`cfg.reward.lm_weight` > 0; GRM, Yang et al. 2024): + lm_weight * per-token NLL of
+the chosen answers under the trunk's own (trained along) LM head. The Bradley-Terry loss gives one bit per pair
+and, alone, lets the trunk forget what next-token prediction taught it (here: the arithmetic the reward has
+to check); the NLL term keeps those features in the hidden states the head reads.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import jax.numpy as jnp
 
 from jaxllm import reward_model
 from jaxllm.losses import register
+from jaxllm.losses.common import masked_mean
+from jaxllm.model import Transformer
 from jaxllm.state import policy_weights
 
 
@@ -49,19 +56,32 @@ def prefix_loss(r_B2L: jax.Array, batch: dict, margin: float) -> jax.Array:
   return pair_mean(per_pair_B, batch["weight"])
 
 
+def chosen_nll(model, weights: dict, hidden_2BLD: jax.Array, rows: dict, weight_B: jax.Array) -> jax.Array:
+  """Per-token NLL of the chosen answers under the trunk's own LM head (rows 0, 2, 4, ... are chosen)."""
+  logits_BLV = model.apply({"params": weights}, hidden_2BLD[0::2], method=Transformer.head)
+  logp_BLV = jax.nn.log_softmax(logits_BLV.astype(jnp.float32), axis=-1)
+  logp_BL = jnp.take_along_axis(logp_BLV, rows["targets"][0::2, :, None], axis=-1)[..., 0]
+  return masked_mean(-logp_BL, rows["loss_mask"][0::2] * weight_B[:, None])[0]
+
+
 def reward_loss(params, frozen, batch, rng, *, model, cfg):
   weights, lora = policy_weights(params, frozen)
   rows = flat_pairs(batch)
-  r_2BL = reward_model.token_rewards(model, weights, lora, params[reward_model.HEAD], rows["tokens"],
-                                     rows["positions"], rows["segment_ids"], rng)
+  hidden_2BLD = reward_model.hidden_states(model, weights, lora, rows["tokens"], rows["positions"],
+                                           rows["segment_ids"], rng)
+  r_2BL = reward_model.head_scores(params[reward_model.HEAD], hidden_2BLD)
   r_B2L = r_2BL.reshape((-1, 2) + r_2BL.shape[1:])
   r_B2 = jnp.take_along_axis(r_B2L, batch["last_index"][..., None], axis=-1)[..., 0]
   margin_B = r_B2[:, 0] - r_B2[:, 1]
   w_B = batch["weight"]
   loss = pair_mean(-jax.nn.log_sigmoid(margin_B - cfg.reward.margin), w_B)
+  extra = {}
   if cfg.reward.prefix_weight > 0:
-    aux = prefix_loss(r_B2L, batch, cfg.reward.margin)
-    loss = loss + cfg.reward.prefix_weight * aux
+    extra["prefix_loss"] = prefix_loss(r_B2L, batch, cfg.reward.margin)
+    loss = loss + cfg.reward.prefix_weight * extra["prefix_loss"]
+  if cfg.reward.lm_weight > 0:
+    extra["chosen_nll"] = chosen_nll(model, weights, hidden_2BLD, rows, w_B)
+    loss = loss + cfg.reward.lm_weight * extra["chosen_nll"]
   metrics = {
       "accuracy": pair_mean(ranked_right(margin_B), w_B),
       "margin": pair_mean(margin_B, w_B),
@@ -69,9 +89,7 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
       "rejected_reward": pair_mean(r_B2[:, 1], w_B),
       "reward_mean": pair_mean(r_B2.mean(axis=1), w_B),
   }
-  if cfg.reward.prefix_weight > 0:
-    metrics["prefix_loss"] = aux
-  return loss, metrics
+  return loss, {**metrics, **extra}
 
 
 register("reward")(reward_loss)

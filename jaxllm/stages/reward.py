@@ -20,8 +20,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.reward.head_init: must be >= 0 (a std; 0 = zeros), got {config.reward.head_init}")
   if config.reward.margin < 0:
     raise ConfigError(f"config.reward.margin: must be >= 0, got {config.reward.margin}")
-  if config.reward.prefix_weight < 0:
-    raise ConfigError(f"config.reward.prefix_weight: must be >= 0, got {config.reward.prefix_weight}")
+  for key in ("prefix_weight", "lm_weight"):
+    if config.reward[key] < 0:
+      raise ConfigError(f"config.reward.{key}: must be >= 0, got {config.reward[key]}")
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
