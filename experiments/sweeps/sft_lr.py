@@ -9,7 +9,7 @@ compliance and pass@1; the table is runs/sweeps/sft_lr/sweep.md.
 BASE = "configs/sft.py"
 SEEDS = [0, 1, 2]
 METRICS = ["eval_loss", "eval_answer_format", "eval_accuracy"]
-OVERRIDES = {"init_from": "runs/pipeline/pretrain", "steps": 150, "log.tensorboard": False, "sample.num": 0}
+OVERRIDES = {"init_from": "runs/pipeline/pretrain", "steps": 100, "log.tensorboard": False, "sample.num": 0}
 
 
 def settings() -> list[dict]:
