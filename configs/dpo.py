@@ -8,7 +8,8 @@
 The reference policy is init_from's model (under LoRA: the base without adapters). Held-out metrics:
 `accuracy` (implicit-reward pair accuracy), `policy_accuracy` (does the policy itself give the chosen answer
 more probability), `chosen_logp` (summed log-probability of the chosen answer). On the built-in world, from the
-default SFT (or pretrain) model, a few minutes on 2 CPU cores raise all three (experiments/preference_builtin.py).
+default pipeline's SFT model, the default 200 steps (3.4 min on 2 idle CPU cores) take them from 50% / 95.7% /
+-1.06 to 93.8% / 96.5% / -0.85 (README, Measured). The default is RPO (dpo.nll_weight=5); 0 = plain DPO.
 """
 import os
 import sys
@@ -38,7 +39,10 @@ def get_config(arg: str | None = None):
   c.dpo.beta = 0.1  # strength of the implicit KL to the reference (sigmoid: scale of h; ipo: target 1/(2 beta))
   c.dpo.label_smoothing = 0.0  # cDPO: assumed probability that a pair's label is flipped, in [0, 0.5)
   c.dpo.variant = "sigmoid"  # sigmoid (DPO / cDPO) | ipo (squared loss on per-token log-ratio margins)
-  c.dpo.nll_weight = 0.0  # RPO: + nll_weight * per-token NLL of the chosen answer (keeps its probability rising)
+  # RPO: + nll_weight * per-token NLL of the chosen answer. Plain DPO (0) lowered the chosen answer's held-out
+  # log-prob (-1.06 -> -4.91) and the policy's own pair accuracy (95.7% -> 91.4%) while widening the margin;
+  # 5 raises both (-0.85, 96.5%) and reaches 93.8% implicit-reward accuracy instead of 82.8%.
+  c.dpo.nll_weight = 5.0
   if arg == "tiny":
     c.steps = 10
     c.tokenizer.train_docs = 2000

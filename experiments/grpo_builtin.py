@@ -11,8 +11,15 @@ and writes OUT/grpo_builtin.png (rollout reward per step, held-out accuracy per 
 OUT/grpo_builtin.json (the numbers). Every stage resumes (or re-evaluates) when its workdir is finished.
 Pass: held-out pass@1 rises by >= 10 points absolute, the GRPO stage within 20 minutes of wall time.
 
-Measured (2 shared CPU cores, seed 0, init_from = the default SFT run, configs/grpo.py defaults):
-  RESULTS_PLACEHOLDER
+Measured (seed 0, 200 held-out problems; the target is NOT met). On 2 CPU cores shared with other jobs, GRPO
+from the default SFT run (76.0%) or from its step-100 checkpoint (43.5%, --init_from=SFT/checkpoints/100):
+  from 76.0%  --set optim.lr=3e-5 --set steps=40                           -> 74.0%  (18.8 min)
+  from 43.5%  --set optim.lr=1e-4 --set rl.group_size=4 --set steps=60     -> 48.0%  (12.9 min)
+  from 43.5%  the same, --set optim.lr=2e-4 --set rl.ppo_epochs=2 (100 steps) -> 36.5%  (19.2 min)
+  from 43.5%  --set optim.lr=1e-4 --set rl.prompts_per_step=8 --set rl.temperature=0.6 --set steps=90 -> 47.5%
+and in the default pipeline (idle cores, configs/grpo.py defaults, 60 steps): 72.5% -> 67.0% in 5.8 min.
+The rollout reward on fresh prompts stays flat: the SFT model's errors are arithmetic facts, each met a few
+times in a run, while on a fixed set of 8 prompts the same objective lifts the rollout reward steadily (README).
 """
 from __future__ import annotations
 

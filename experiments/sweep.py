@@ -44,7 +44,8 @@ class Run:
 
 
 def load_sweep(path: str):
-  spec = importlib.util.spec_from_file_location("sweep_file", path)
+  # named after its file, so tables say which sweep they come from
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   for name in ("BASE", "SEEDS", "METRICS", "settings"):
@@ -128,7 +129,7 @@ def summarise(sweep, runs: list[Run], out: str) -> str:
     rows.append(row)
   plots = [report.plot_bars(os.path.join(out, f"{m}.png"), labels, *stats[m], title=m,
                             ylabel=f"{m} (mean ± std over seeds)") for m in sweep.METRICS]
-  text = (f"# Sweep `{sweep.__name__ if hasattr(sweep, '__name__') else ''}` over {sweep.BASE}\n\n"
+  text = (f"# Sweep `{sweep.__name__}` over {sweep.BASE}\n\n"
           f"Seeds: {sweep.SEEDS}. Mean ± sample std over the seeds that finished.\n\n"
           + report.markdown_table(["setting", "runs ok"] + sweep.METRICS, rows) + "\n\n"
           + "\n".join(f"![{p}]({p})" for p in plots) + "\n")

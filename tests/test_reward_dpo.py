@@ -315,7 +315,8 @@ def test_tiny_reward_run_end_to_end_and_scoring_api(tmp_path, tokenizer_dir, pre
 
 def test_tiny_dpo_lora_run_end_to_end_and_resume(tmp_path, tokenizer_dir, pretrained):
   from jaxllm.stages import dpo
-  common = {"init_from": pretrained, "lora.rank": 4, "optim.lr": 3e-3, "log.every": 1, "optim.decay_steps": 10}
+  common = {"init_from": pretrained, "lora.rank": 4, "optim.lr": 3e-3, "log.every": 1, "optim.decay_steps": 10,
+            "dpo.nll_weight": 0.0}  # plain DPO, whose loss at policy = reference is exactly log 2
   summary = dpo.run(tiny_config("dpo", tmp_path / "straight", tokenizer_dir, **common))
   assert summary["step"] == 10
   rows = _eval_rows(tmp_path / "straight")
@@ -334,7 +335,8 @@ def test_tiny_dpo_lora_run_end_to_end_and_resume(tmp_path, tokenizer_dir, pretra
 def test_full_fine_tuning_dpo_keeps_a_frozen_reference(tmp_path, tokenizer_dir, pretrained):
   from jaxllm.stages import dpo
   summary = dpo.run(tiny_config("dpo", tmp_path, tokenizer_dir, init_from=pretrained, steps=3,
-                                **{"optim.lr": 3e-3, "optim.warmup_steps": 0, "log.every": 1}))
+                                **{"optim.lr": 3e-3, "optim.warmup_steps": 0, "log.every": 1,
+                                   "dpo.nll_weight": 0.0}))
   train = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
   assert train[0]["loss"] == pytest.approx(math.log(2), rel=1e-6)
   assert summary["eval_margin"] != 0.0  # the policy moved away from its (unchanged) reference
