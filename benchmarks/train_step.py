@@ -396,8 +396,8 @@ def worker(row: str, args) -> None:
   if row.startswith("jax"):
     import jax
     run, info, last_loss = make_jax_row(row, s, args)
-    n = args.peak_n or (2048 if jax.devices()[0].platform == "cpu" else 8192)
-    peak = lambda: jax_matmul_peak(args.dtype or s.get("dtype", "float32"), n)
+    peak_n = args.peak_n or (2048 if jax.devices()[0].platform == "cpu" else 8192)
+    peak = lambda: jax_matmul_peak(args.dtype or s.get("dtype", "float32"), peak_n)
   else:
     import torch
     torch.set_num_threads(args.torch_threads)
@@ -410,9 +410,9 @@ def worker(row: str, args) -> None:
   for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == "run":
-      n = int(cmd[1])
+      steps = int(cmd[1])
       cpu = time.process_time()
-      _say({"seconds": run(n), "cpu_seconds": time.process_time() - cpu, "steps": n})
+      _say({"seconds": run(steps), "cpu_seconds": time.process_time() - cpu, "steps": steps})
     elif cmd[0] == "peak":  # asked in this row's turn, like `run`, so no other worker competes for the cores
       _say({"matmul_peak_flops": peak()})
     elif cmd[0] == "end":
