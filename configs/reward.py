@@ -7,8 +7,9 @@
   python run.py --config=configs/reward.py:tiny --config.init_from=W --config.workdir=R    # smoke test
 
 With no data.name the pairs are the built-in task world's correct vs wrong worked answers; the held-out
-metric `accuracy` is the share of held-out pairs ranked right. From the default SFT (or pretrain) model, 300
-steps take a few minutes on 2 CPU cores and reach >= 95% held-out accuracy (experiments/preference_builtin.py).
+metric `accuracy` is the share of held-out pairs ranked right. From the default pipeline's SFT model, 300 steps
+take 3.4 min on 2 idle CPU cores and reach 82.4% held-out accuracy: every wrong-operation pair, 81% of one-step
+arithmetic slips, 54% of two-step ones (the README's Measured section discusses the gap to the 95% target).
 """
 import os
 import sys
