@@ -46,13 +46,15 @@ def _config(module, workdir: str, init_from: str = "", overrides: dict | None = 
   c.init_from = init_from
   c.log.tensorboard = False
   c.log.progress = False
-  for key, value in (overrides or {}).items():
-    node = c
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = _parse(value, node[leaf]) if isinstance(value, str) else value
+  c.update_from_flattened_dict({key: _parse(value, _get(c, key)) if isinstance(value, str) else value
+                                for key, value in (overrides or {}).items()})
   return c
+
+
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
 
 
 def _parse(text: str, like):

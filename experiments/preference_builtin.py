@@ -39,12 +39,7 @@ def _config(module, workdir: str, init_from: str = "", **overrides):
   c.init_from = init_from
   c.log.tensorboard = False
   c.log.progress = False
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

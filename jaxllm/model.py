@@ -132,10 +132,10 @@ def dot_attention(q_BLHk: Array, k_BKSk: Array, v_BKSk: Array, mask_BLS: Array) 
   """Softmax attention of H query heads over K kv heads (GQA) under a [B, L, S] bool mask; f32 softmax.
 
   Keys and values come kv-head-major ([B, K, S, Dh], the KV cache's layout), so neither a training step nor a
-  decode step over a long cache copies them into another layout. Laid out for plain matmuls
-  (benchmarks/train_step.py: 17% less time than the einsum over [B, L, K, G, Dh] on CPU): the G query heads
-  sharing a kv head are stacked along length (M = G * L rows), so each kv head is one [M, Dh] x [Dh, S]
-  product, and the softmax is normalised after the probs @ V product, on [M, Dh] instead of [M, S].
+  decode step over a long cache copies them into another layout. Laid out for plain matmuls (faster on CPU
+  than the einsum over [B, L, K, G, Dh] it replaced, which tests/test_optimisations.py keeps as the reference):
+  the G query heads sharing a kv head are stacked along length (M = G * L rows), so each kv head is one
+  [M, Dh] x [Dh, S] product, and the softmax is normalised after the probs @ V product, on [M, Dh] instead of [M, S].
   `jax.nn.dot_product_attention` (implementation=None is XLA's einsum here) was no faster.
   """
   b, l, h, dh = q_BLHk.shape

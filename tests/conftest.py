@@ -31,6 +31,23 @@ def tokenizer_dir(tmp_path_factory) -> str:
   return path
 
 
+@pytest.fixture(scope="session")
+def initial_pretrain_workdir(tmp_path_factory, tokenizer_dir) -> str:
+  """A tiny pretrain workdir holding its initial state as a checkpoint (as good a base as a trained one for
+  tests that only need a loadable model, and no train step to compile)."""
+  from jaxllm import runtime, train
+  from jaxllm.checkpoint import Checkpointer
+  from jaxllm.state import make_optimizer
+
+  workdir = tmp_path_factory.mktemp("initial_pretrain")
+  env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir))
+  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 1))
+  ckpt = Checkpointer(env.config.workdir, keep=1)
+  ckpt.save(state, {})
+  ckpt.close()
+  return str(workdir)
+
+
 def tiny_config(module: str, workdir, tokenizer_dir: str, **overrides):
   """configs/<module>.py:tiny with a workdir, the shared tokenizer, one device and `overrides` (dotted keys)."""
   import importlib
@@ -45,10 +62,5 @@ def tiny_config(module: str, workdir, tokenizer_dir: str, **overrides):
 
 def set_dotted(config, overrides: dict):
   """config["a"]["b"] = v for every {"a.b": v}; returns config."""
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_config
 from jaxllm import lora as lora_lib
 from jaxllm import runtime, train
-from jaxllm.checkpoint import Checkpointer, load_pretrained
+from jaxllm.checkpoint import load_pretrained
 from jaxllm.data import sft as sft_data
 from jaxllm.data import synthetic
 from jaxllm.model import ModelConfig, Transformer
@@ -66,21 +66,8 @@ def test_targets_choose_the_adapted_projections():
 # ------------------------------------------------------------------------------------------ LoRA in training
 
 @pytest.fixture(scope="module")
-def base_workdir(tmp_path_factory, tokenizer_dir) -> str:
-  """A tiny pretrain workdir holding its initial state as a checkpoint (as good a base as a trained one here,
-  and no train step to compile)."""
-  workdir = tmp_path_factory.mktemp("pretrain")
-  env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir))
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 1))
-  ckpt = Checkpointer(env.config.workdir, keep=1)
-  ckpt.save(state, {})
-  ckpt.close()
-  return str(workdir)
-
-
-@pytest.fixture(scope="module")
-def lora_env(tmp_path_factory, base_workdir):
-  config = tiny_config("sft_lora", tmp_path_factory.mktemp("lora_env"), "", init_from=base_workdir)
+def lora_env(tmp_path_factory, initial_pretrain_workdir):
+  config = tiny_config("sft_lora", tmp_path_factory.mktemp("lora_env"), "", init_from=initial_pretrain_workdir)
   return runtime.prepare(config)
 
 
@@ -119,8 +106,8 @@ def test_a_lora_step_updates_only_the_adapters(lora_env):
   assert np.isfinite(float(metrics["loss"]))
 
 
-def test_lora_run_checkpoints_only_adapters_and_loads_merged(tmp_path, base_workdir):
-  config = tiny_config("sft_lora", tmp_path, "", init_from=base_workdir, steps=3,
+def test_lora_run_checkpoints_only_adapters_and_loads_merged(tmp_path, initial_pretrain_workdir):
+  config = tiny_config("sft_lora", tmp_path, "", init_from=initial_pretrain_workdir, steps=3,
                        **{"eval.every": 3, "sample.num": 0, "sft.eval_examples": 0, "optim.warmup_steps": 1})
   summary = sft_stage.run(config)
   assert summary["step"] == 3
@@ -130,7 +117,7 @@ def test_lora_run_checkpoints_only_adapters_and_loads_merged(tmp_path, base_work
   manager.close()
   assert set(saved["params"]) == {"lora"}
   assert "frozen" not in saved
-  base = load_pretrained(base_workdir).weights
+  base = load_pretrained(initial_pretrain_workdir).weights
   adapter_leaves = len(jax.tree.leaves(saved["params"]))
   assert len([x for x in jax.tree.leaves(saved["opt_state"]) if np.ndim(x) > 0]) == 2 * adapter_leaves
   assert _bytes(saved["params"]) + _bytes(saved["opt_state"]) < _bytes(base)  # no base weights in there

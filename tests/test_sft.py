@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from jaxllm import chat_template, losses, runtime, train
-from jaxllm.checkpoint import Checkpointer
+from jaxllm import chat_template, losses
 from jaxllm.data import sft as sft_data
 from jaxllm.data import sources, synthetic
 from jaxllm.metrics import read_metrics
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.stages import sft as sft_stage
-from jaxllm.state import make_optimizer
 from jaxllm.tokenizer import Tokenizer
 
 
@@ -276,21 +274,8 @@ def test_a_file_is_read_with_sft_formatting(tmp_path, tokenizer_dir):
 
 # ------------------------------------------------------------------------------------------------ end to end
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, tokenizer_dir) -> str:
-  """A tiny pretrain workdir holding its initial state as a checkpoint (as good a base as a trained one here,
-  and no train step to compile)."""
-  workdir = tmp_path_factory.mktemp("pretrain")
-  env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir))
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 1))
-  ckpt = Checkpointer(env.config.workdir, keep=1)
-  ckpt.save(state, {})
-  ckpt.close()
-  return str(workdir)
-
-
-def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, pretrained):
-  config = tiny_config("sft", tmp_path, "", init_from=pretrained, steps=6,
+def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, initial_pretrain_workdir):
+  config = tiny_config("sft", tmp_path, "", init_from=initial_pretrain_workdir, steps=6,
                        **{"eval.every": 6, "sample.num": 0})
   summary = sft_stage.run(config)
   rows = read_metrics(str(tmp_path))
