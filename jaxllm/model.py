@@ -155,8 +155,22 @@ def dot_attention(q_BLHk: Array, k_BKSk: Array, v_BKSk: Array, mask_BLS: Array) 
   return out_BKGLk.astype(v_BKSk.dtype).transpose(0, 3, 1, 2, 4).reshape(b, l, h, dh)
 
 
+def matmul_2d(x: Array, w: Array, n_in: int, preferred_element_type: Any = None) -> Array:
+  """x [..., *in] @ w [*in, *out] -> [..., *out] (n_in = len(in)) as one [rows, prod(in)] x [prod(in), prod(out)]
+  product; both reshapes are free.
+
+  Why not one einsum over the named dims: with the leading [B, L] (and head) dims kept, XLA:CPU lays out the
+  backward pass with transposed copies of the [B, L, F] activations; the same product over flattened rows makes
+  a default-size train step's forward+backward ~12% faster (README, Performance). Numerically identical.
+  """
+  lead, in_shape, out_shape = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:], w.shape[n_in:]
+  k = math.prod(in_shape)
+  y = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
+  return y.reshape(lead + out_shape)
+
+
 class Projection(nn.Module):
-  """x @ W (+ b) (+ LoRA: dropout(x) @ A @ B * scale) as one einsum over named input/output dims."""
+  """x @ W (+ b) (+ LoRA: dropout(x) @ A @ B * scale) over named input/output dims."""
   cfg: ModelConfig
   in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
@@ -167,10 +181,9 @@ class Projection(nn.Module):
   @nn.compact
   def __call__(self, x: Array, lora: LoraTree = None) -> Array:
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-    n_in, n_out = len(self.in_shape), len(self.out_shape)
-    ins, outs = "abc"[:n_in], "xyz"[:n_out]
+    n_in = len(self.in_shape)
     w = self.param("w", _init(cfg, self.axes), self.in_shape + self.out_shape, jnp.dtype(cfg.param_dtype))
-    y = jnp.einsum(f"...{ins},{ins}{outs}->...{outs}", x.astype(dtype), w.astype(dtype))
+    y = matmul_2d(x.astype(dtype), w.astype(dtype), n_in)
     if self.use_bias:
       bias = self.param("b", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
                         self.out_shape, jnp.dtype(cfg.param_dtype))
@@ -179,8 +192,8 @@ class Projection(nn.Module):
       x_in = x
       if cfg.lora_dropout > 0 and not self.deterministic:
         x_in = nn.Dropout(cfg.lora_dropout, deterministic=False)(x)
-      h_R = jnp.einsum(f"...{ins},{ins}r->...r", x_in.astype(dtype), lora["a"].astype(dtype))
-      y = y + jnp.einsum(f"...r,r{outs}->...{outs}", h_R, lora["b"].astype(dtype)) * cfg.lora_scale
+      h_R = matmul_2d(x_in.astype(dtype), lora["a"].astype(dtype), n_in)
+      y = y + matmul_2d(h_R, lora["b"].astype(dtype), 1) * cfg.lora_scale
     return y
 
 
@@ -314,8 +327,7 @@ class Transformer(nn.Module):
     """Final hidden states -> f32 logits [B, L, V]."""
     dtype = jnp.dtype(self.cfg.dtype)
     w_DV = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
-    return jnp.einsum("BLD,DV->BLV", hidden_BLD.astype(dtype), w_DV.astype(dtype),
-                      preferred_element_type=jnp.float32)
+    return matmul_2d(hidden_BLD.astype(dtype), w_DV.astype(dtype), 1, preferred_element_type=jnp.float32)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:

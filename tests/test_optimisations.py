@@ -1,6 +1,7 @@
 """Speed/memory options compute the same numbers as the plain path (f32, tight tolerances): chunked
 cross-entropy = full cross-entropy, rematerialised blocks = stored activations, `dot_attention` = the
-straightforward einsum attention (GQA, packed segments, cache-shaped keys), in values and gradients."""
+straightforward einsum attention (GQA, packed segments, cache-shaped keys), projections as flattened 2-D
+matmuls = the einsum over named dims, in values and gradients."""
 import dataclasses
 import functools
 
@@ -13,7 +14,7 @@ import pytest
 from configs import base
 from jaxllm.losses.common import target_logprobs
 from jaxllm.losses.lm import lm_loss
-from jaxllm.model import ModelConfig, Transformer, attention_mask, dot_attention
+from jaxllm.model import ModelConfig, Transformer, attention_mask, dot_attention, matmul_2d
 
 CFG = ModelConfig(vocab_size=96, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=48,
                   max_seq_len=32)
@@ -139,3 +140,19 @@ def test_attention_in_the_model_equals_the_reference(monkeypatch):
   ref_loss, ref_grads = _loss_and_grads(CFG, 0, _params(), _batch())
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   _assert_trees_close(grads, ref_grads, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("subscripts,n_in,x_shape,w_shape", [
+    ("BLa,ax->BLx", 1, (3, 5, 16), (16, 24)),            # d_model -> mlp, and the output head
+    ("BLa,axy->BLxy", 1, (3, 5, 16), (16, 4, 8)),        # d_model -> (heads, head_dim): q, k, v
+    ("BLab,abx->BLx", 2, (3, 5, 4, 8), (4, 8, 16)),      # (heads, head_dim) -> d_model: o
+    ("Ba,ax->Bx", 1, (7, 16), (16, 2)),                  # one decode position, a LoRA rank
+])
+def test_matmul_2d_equals_the_einsum_over_named_dims(subscripts, n_in, x_shape, w_shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+  w = jax.random.normal(jax.random.PRNGKey(1), w_shape)
+  y, vjp = jax.vjp(lambda a, b: matmul_2d(a, b, n_in), x, w)
+  ref, ref_vjp = jax.vjp(lambda a, b: jnp.einsum(subscripts, a, b), x, w)
+  np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+  cot = jax.random.normal(jax.random.PRNGKey(2), ref.shape)
+  _assert_trees_close(vjp(cot), ref_vjp(cot), rtol=1e-5, atol=1e-5)
