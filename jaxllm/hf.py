@@ -37,7 +37,6 @@ import tokenizers
 from safetensors import safe_open
 
 from jaxllm.checkpoint import Pretrained
-from jaxllm.model import ModelConfig
 from jaxllm.tokenizer import Tokenizer, _unicode_to_byte
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")

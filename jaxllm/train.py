@@ -11,7 +11,6 @@ import functools
 import time
 from typing import Any, Callable, Protocol
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

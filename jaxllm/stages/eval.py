@@ -22,7 +22,7 @@ import numpy as np
 from jaxllm import evals, runtime, train
 from jaxllm.data import pipelines, preference, sources, synthetic, text
 from jaxllm.losses.common import target_logprobs
-from jaxllm.reward_model import HEAD, layout_from_segments, rewards
+from jaxllm.reward_model import HEAD, rewards
 from jaxllm.state import TrainState
 
 TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
