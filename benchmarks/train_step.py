@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py [--out=train_step.json]     # default size on CPU: ~8 minutes on 2 cores
   python benchmarks/train_step.py --size=medium              # larger presets: medium, gpu350m
-  python benchmarks/train_step.py --smoke                    # tiny, < 60 s (tests/test_benchmarks_train_smoke.py)
+  python benchmarks/train_step.py --smoke                    # tiny, < 60 s (tests/test_benchmarks_smoke.py)
   python benchmarks/train_step.py --rows=jax_full,torch_eager --remat=dots --chunk_size=64   # experiments
 
 Rows, each in its own subprocess (so peak memories never mix) and timed round-robin (every row runs

@@ -112,3 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.dist.process_id = 0  # this process's index
   c.dist.auto = False  # let jax detect the cluster (SLURM, Cloud TPU, ...) and join it
   return c
+
+
+def use_tiny_model(c: ml_collections.ConfigDict) -> None:
+  """The `:tiny` smoke-test sizes: a 512-token tokenizer on 2000 documents and a 2-layer d_model 64 model. Every
+  stage's tiny config uses these, so one stage's tiny workdir is a valid init_from for the next."""
+  c.tokenizer.train_docs = 2000
+  c.tokenizer.vocab_size = 512
+  c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)

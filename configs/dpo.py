@@ -45,9 +45,7 @@ def get_config(arg: str | None = None):
   c.dpo.nll_weight = 5.0
   if arg == "tiny":
     c.steps = 10
-    c.tokenizer.train_docs = 2000
-    c.tokenizer.vocab_size = 512
-    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)
+    base.use_tiny_model(c)
     c.data.update(batch_size=8, seq_len=128, train_examples=200, eval_examples=16)
     c.eval.update(every=5, batches=2)
     c.checkpoint.every = 5

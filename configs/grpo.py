@@ -64,9 +64,7 @@ def get_config(arg: str | None = None):
   c.sample.num = 3
   if arg == "tiny":  # sizes match configs/pretrain.py:tiny, whose workdir is the usual init_from in tests
     c.steps = 4
-    c.tokenizer.train_docs = 2000
-    c.tokenizer.vocab_size = 512
-    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)
+    base.use_tiny_model(c)
     c.rl.update(group_size=4, prompts_per_step=4, max_new_tokens=16, eval_prompts=8, eval_batch_size=8)
     c.data.update(train_examples=200)
     c.eval.every = 2

@@ -41,9 +41,7 @@ def get_config(arg: str | None = None):
   c.reward.lm_weight = 0.0  # weight of the chosen answers' per-token NLL (keeps the trunk's LM features; GRM)
   if arg == "tiny":
     c.steps = 10
-    c.tokenizer.train_docs = 2000
-    c.tokenizer.vocab_size = 512
-    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)
+    base.use_tiny_model(c)
     c.data.update(batch_size=8, seq_len=128, train_examples=200, eval_examples=16)
     c.eval.update(every=5, batches=2)
     c.checkpoint.every = 5

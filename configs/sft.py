@@ -43,9 +43,7 @@ def get_config(arg: str | None = None):
   c.sample.max_new_tokens = 64
   if arg == "tiny":  # sizes match configs/pretrain.py:tiny, whose workdir is the usual init_from
     c.steps = 10
-    c.tokenizer.train_docs = 2000
-    c.tokenizer.vocab_size = 512
-    c.model.update(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=128, max_seq_len=128)
+    base.use_tiny_model(c)
     c.data.update(batch_size=8, seq_len=128, train_examples=400, eval_examples=24)
     c.sft.update(eval_examples=8, eval_batch_size=8, max_new_tokens=32)
     c.eval.update(every=10, batches=2)

@@ -1,20 +1,41 @@
-"""The benchmark scripts run end to end at tiny sizes (their numbers are not checked, only that they work)."""
+"""The benchmark scripts run end to end at their tiny --smoke sizes (their numbers are not checked, only that every
+row ran and reported what the README tables are built from)."""
 import json
 import subprocess
 import sys
 
 from conftest import REPO
 
+ROW_KEYS = {"step_s", "tokens_s", "mfu", "peak_mem_mb", "matmul_peak_flops", "model_flops_per_step", "first_loss"}
+
+
+def _smoke(script: str, out, timeout: int) -> tuple[str, dict]:
+  """(stdout, the JSON written to `out`) of `benchmarks/<script> --smoke`."""
+  # one torch thread: on a busy 2-core machine torch's spinning OpenMP threads can take seconds per step
+  proc = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke", "--torch_threads=1", f"--out={out}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout, json.loads(out.read_text())
+
 
 def test_decode_smoke(tmp_path):
-  out = tmp_path / "decode.json"
-  # one torch thread: on a busy 2-core machine torch's spinning worker threads can take seconds per token
-  proc = subprocess.run([sys.executable, "benchmarks/decode.py", "--smoke", "--torch_threads=1", f"--out={out}"],
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "| batch | engine tok/s |" in proc.stdout
-  rows = json.loads(out.read_text())["rows"]
+  stdout, result = _smoke("decode.py", tmp_path / "decode.json", timeout=300)
+  assert "| batch | engine tok/s |" in stdout
+  rows = result["rows"]
   assert [r["batch"] for r in rows] == [1, 2]
   assert all(r["engine_tok_s"] > 0 and r["naive_tok_s"] > 0 and r["transformers_tok_s"] > 0 for r in rows)
   # same weights, same greedy decoding: the engine and transformers agree on the first tokens at least
   assert all(r["agree_transformers"]["mean_common_prefix"] >= 1 for r in rows)
+
+
+def test_train_step_benchmark_smoke(tmp_path):
+  stdout, result = _smoke("train_step.py", tmp_path / "train_step.json", timeout=600)
+  assert "| row | step ms | tokens/s | MFU |" in stdout
+  rows = result["rows"]
+  assert set(rows) == {"jax_full", "jax_lora", "jax_reward", "torch_eager", "hf_eager"}
+  for name, row in rows.items():
+    assert ROW_KEYS <= set(row), (name, sorted(ROW_KEYS - set(row)))
+    assert row["step_s"] > 0 and row["tokens_s"] > 0 and row["peak_mem_mb"] > 0 and row["mfu"] > 0, name
+  # untrained models start near log(vocab) in both frameworks (the same work is being timed)
+  assert abs(rows["jax_full"]["first_loss"] - rows["torch_eager"]["first_loss"]) < 0.5
+  assert {"rollout_tok_s", "ref_logprobs_tok_s", "update_tok_s"} <= set(result["grpo"])
