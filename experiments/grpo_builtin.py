@@ -19,7 +19,10 @@ from the default SFT run (76.0%) or from its step-100 checkpoint (43.5%, --init_
   from 43.5%  --set optim.lr=1e-4 --set rl.prompts_per_step=8 --set rl.temperature=0.6 --set steps=90 -> 47.5%
 and on 2 idle cores: in the default pipeline (configs/grpo.py defaults, 60 steps) 72.5% -> 67.0% in 5.8 min;
 from that pipeline's step-100 SFT checkpoint, --set rl.group_size=4 --set steps=240 --set eval.every=40
---set checkpoint.every=40: 45.5% -> 51.0% (+5.5 points) in 10.8 min (plot: docs/grpo_builtin.png).
+--set checkpoint.every=40: 45.5% -> 51.0% (+5.5 points) in 10.8 min (plot: docs/grpo_builtin.png). From an
+SFT run of only 50 steps (35.0%; `run.py --config=configs/sft.py --config.steps=50` from the pipeline's
+pretrain), the same settings with eval.every=60: 33.0%, 34.5%, 32.5% at steps 60, 120, 180 (rollout exact-answer
+share 0.21 over the first 20 steps, 0.25 over the last 20; stopped there, 2.3 s a step).
 The rollout reward on fresh prompts stays flat: the SFT model's errors are arithmetic facts, each met a few
 times in a run, while on a fixed set of 8 prompts the same objective lifts the rollout reward steadily (README).
 """
