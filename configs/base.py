@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.name = ""  # '' = the stage's default loss; else a name from the loss registry
   c.loss.z_loss = 0.0  # coefficient of the log(Z)^2 stabiliser on LM logits
-  c.loss.chunk_size = 0  # >0: cross-entropy over chunks of this many tokens (never all logits at once)
+  c.loss.chunk_size = 0  # >0: head + cross-entropy over vocabulary slices this wide (never all logits at once)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # data-parallel axis size; -1 = fill with the remaining devices

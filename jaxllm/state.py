@@ -65,8 +65,3 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps: int) -> optax.Gradie
                            weight_decay=optim.weight_decay, mu_dtype=optim.mu_dtype or None,
                            mask=lambda p: _decay_mask(p, optim.decay_embeddings)))
   return optax.chain(*parts)
-
-
-def finite_or_old(finite: jax.Array, new, old):
-  """Select the new pytree when the step was finite, else keep the old one untouched."""
-  return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

@@ -21,7 +21,7 @@ from jaxllm import losses, sharding
 from jaxllm.checkpoint import Checkpointer
 from jaxllm.metrics import MetricsWriter
 from jaxllm.runtime import Env
-from jaxllm.state import TrainState, finite_or_old, learning_rate_schedule, make_optimizer
+from jaxllm.state import TrainState, learning_rate_schedule, make_optimizer
 
 
 class BatchSource(Protocol):
@@ -91,13 +91,16 @@ def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, 
     loss, metrics, grads = _accumulated_grads(loss_fn, state.params, state.frozen, batch, rng, micro_batches)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=finite_or_old(finite, params, state.params),
-        opt_state=finite_or_old(finite, opt_state, state.opt_state),
-        skipped=state.skipped + (~finite).astype(jnp.int32))
+
+    def update(_):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      return optax.apply_updates(state.params, updates), opt_state
+
+    # A branch, not a select between new and old trees: with a select XLA copies every Adam moment before the
+    # update so that the old one survives it (2 x the parameters' bytes of temporaries for nothing).
+    params, opt_state = jax.lax.cond(finite, update, lambda _: (state.params, state.opt_state), None)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
                "skipped_steps": new_state.skipped}
     return new_state, metrics

@@ -1,5 +1,5 @@
-"""Speed/memory options compute the same numbers as the plain path (f32, tight tolerances): chunked
-cross-entropy = full cross-entropy, rematerialised blocks = stored activations, `dot_attention` = the
+"""Speed/memory options compute the same numbers as the plain path (f32, tight tolerances): cross-entropy over
+vocabulary slices = full cross-entropy (also with tied embeddings, and in bf16 to bf16 precision), rematerialised blocks = stored activations, `dot_attention` = the
 straightforward einsum attention (GQA, packed segments, cache-shaped keys), projections as flattened 2-D
 matmuls = the einsum over named dims, in values and gradients."""
 import dataclasses
@@ -89,7 +89,17 @@ def test_chunked_loss_equals_full_loss_and_gradients(chunk_size):
   _assert_trees_close(chunked, full)
 
 
-def test_chunked_loss_rejects_a_chunk_that_does_not_divide_the_length():
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_chunked_loss_with_tied_embeddings_and_compute_dtypes(dtype, tol):
+  cfg = dataclasses.replace(CFG, tie_embeddings=True, dtype=dtype)
+  params, batch = _params(cfg), _batch()
+  loss, grads = _loss_and_grads(cfg, 32, params, batch)
+  full_loss, full_grads = _loss_and_grads(cfg, 0, params, batch)
+  np.testing.assert_allclose(loss, full_loss, rtol=tol)
+  _assert_trees_close(grads, full_grads, rtol=tol, atol=tol * 1e-1)
+
+
+def test_chunked_loss_rejects_a_chunk_that_does_not_divide_the_vocabulary():
   with pytest.raises(ValueError, match="chunk_size"):
     _loss_and_grads(CFG, 5, _params(), _batch())
 

@@ -1,18 +1,12 @@
-"""Pieces several objectives share: log-probabilities of target tokens, computed chunk by chunk when asked so
-that no more than [B, chunk, V] f32 logits exist at once (forward and backward)."""
+"""Pieces several objectives share: log-probabilities of target tokens (through vocabulary slices when asked,
+so that the [tokens, V] f32 logits never exist at once), masked means."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from jaxllm.losses.vocab_chunks import head_logprobs
 from jaxllm.model import Transformer
-
-
-def _chunk_logprobs(model: Transformer, weights: dict, hidden_BCD: jax.Array, targets_BC: jax.Array):
-  logits_BCV = model.apply({"params": weights}, hidden_BCD, method=Transformer.head)
-  lse_BC = jax.nn.logsumexp(logits_BCV, axis=-1)
-  target_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-  return target_BC - lse_BC, lse_BC
 
 
 def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch: dict, rng: jax.Array | None,
@@ -20,24 +14,27 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
   """(log p(targets) [B, L], logsumexp of the logits [B, L]), both f32.
 
   batch holds `tokens`, `targets` and optionally `positions`, `segment_ids`. With chunk_size > 0 (dividing
-  L), the output head runs over length chunks under `jax.checkpoint`, so the backward pass recomputes each
-  chunk's logits instead of keeping all of them.
+  the vocabulary size), the output head runs over vocabulary slices of that many entries
+  (`vocab_chunks.head_logprobs`): never more than [B * L, chunk_size] f32 logits at once, forward or backward.
   """
   rngs = {"dropout": rng} if rng is not None else {}
   hidden_BLD = model.apply({"params": weights}, batch["tokens"], batch.get("positions"),
                            batch.get("segment_ids"), lora=lora, return_hidden=True, rngs=rngs)
   targets_BL = batch["targets"]
+  vocab = model.cfg.vocab_size
+  if chunk_size <= 0 or chunk_size >= vocab:
+    logits_BLV = model.apply({"params": weights}, hidden_BLD, method=Transformer.head)
+    lse_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
+    target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
+    return target_BL - lse_BL, lse_BL
+  if vocab % chunk_size:
+    raise ValueError(f"config.loss.chunk_size={chunk_size} must divide the vocabulary size {vocab}")
   b, l, d = hidden_BLD.shape
-  if chunk_size <= 0 or chunk_size >= l:
-    return _chunk_logprobs(model, weights, hidden_BLD, targets_BL)
-  if l % chunk_size:
-    raise ValueError(f"config.loss.chunk_size={chunk_size} must divide the sequence length {l}")
-  n = l // chunk_size
-  hidden_NBCD = hidden_BLD.reshape(b, n, chunk_size, d).swapaxes(0, 1)
-  targets_NBC = targets_BL.reshape(b, n, chunk_size).swapaxes(0, 1)
-  body = jax.checkpoint(lambda h, t: _chunk_logprobs(model, weights, h, t))
-  _, (logp_NBC, lse_NBC) = jax.lax.scan(lambda c, xs: (c, body(*xs)), None, (hidden_NBCD, targets_NBC))
-  return logp_NBC.swapaxes(0, 1).reshape(b, l), lse_NBC.swapaxes(0, 1).reshape(b, l)
+  dtype = jnp.dtype(model.cfg.dtype)
+  w_DV = weights["embedding"].T if model.cfg.tie_embeddings else weights["lm_head"]
+  logp_T, lse_T = head_logprobs(hidden_BLD.reshape(b * l, d).astype(dtype), w_DV.astype(dtype),
+                                targets_BL.reshape(-1), chunk_size)
+  return logp_T.reshape(b, l), lse_T.reshape(b, l)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
