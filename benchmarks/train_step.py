@@ -3,7 +3,7 @@
   python benchmarks/train_step.py [--out=train_step.json]     # default size on CPU: ~8 minutes on 2 cores
   python benchmarks/train_step.py --size=medium              # larger presets: medium, gpu350m
   python benchmarks/train_step.py --smoke                    # tiny, < 60 s (tests/test_benchmarks_smoke.py)
-  python benchmarks/train_step.py --rows=jax_full,torch_eager --remat=dots --chunk_size=64   # experiments
+  python benchmarks/train_step.py --rows=jax_full,torch_eager --remat=dots --chunk_size=4096   # experiments
 
 Rows, each in its own subprocess (so peak memories never mix) and timed round-robin (every row runs
 `--steps` steps in each of `--rounds` rounds, so load changes on a shared machine hit all rows alike):
