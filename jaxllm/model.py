@@ -323,11 +323,15 @@ class Transformer(nn.Module):
       return out
     return out, {"layers": new_layers, "segment_ids": seg_BS, "index": index + l}
 
+  def head_matrix(self) -> Array:
+    """The output head's [D, V] weights in the compute dtype (the embedding's transpose when tied)."""
+    w_DV = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
+    return w_DV.astype(jnp.dtype(self.cfg.dtype))
+
   def head(self, hidden_BLD: Array) -> Array:
     """Final hidden states -> f32 logits [B, L, V]."""
-    dtype = jnp.dtype(self.cfg.dtype)
-    w_DV = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
-    return matmul_2d(hidden_BLD.astype(dtype), w_DV.astype(dtype), 1, preferred_element_type=jnp.float32)
+    return matmul_2d(hidden_BLD.astype(jnp.dtype(self.cfg.dtype)), self.head_matrix(), 1,
+                     preferred_element_type=jnp.float32)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:

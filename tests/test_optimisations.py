@@ -1,7 +1,8 @@
 """Speed/memory options compute the same numbers as the plain path (f32, tight tolerances): cross-entropy over
-vocabulary slices = full cross-entropy (also with tied embeddings, and in bf16 to bf16 precision), rematerialised blocks = stored activations, `dot_attention` = the
-straightforward einsum attention (GQA, packed segments, cache-shaped keys), projections as flattened 2-D
-matmuls = the einsum over named dims, in values and gradients."""
+vocabulary slices = full cross-entropy (also with tied embeddings, and in bf16 to bf16 precision),
+rematerialised blocks = stored activations, `dot_attention` = the straightforward einsum attention (GQA,
+packed segments, cache-shaped keys), projections as flattened 2-D matmuls = the einsum over named dims, in
+values and gradients."""
 import dataclasses
 import functools
 

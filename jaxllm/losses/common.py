@@ -30,10 +30,9 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
   if vocab % chunk_size:
     raise ValueError(f"config.loss.chunk_size={chunk_size} must divide the vocabulary size {vocab}")
   b, l, d = hidden_BLD.shape
-  dtype = jnp.dtype(model.cfg.dtype)
-  w_DV = weights["embedding"].T if model.cfg.tie_embeddings else weights["lm_head"]
-  logp_T, lse_T = head_logprobs(hidden_BLD.reshape(b * l, d).astype(dtype), w_DV.astype(dtype),
-                                targets_BL.reshape(-1), chunk_size)
+  w_DV = model.apply({"params": weights}, method=Transformer.head_matrix)
+  logp_T, lse_T = head_logprobs(hidden_BLD.reshape(b * l, d).astype(w_DV.dtype), w_DV, targets_BL.reshape(-1),
+                                chunk_size)
   return logp_T.reshape(b, l), lse_T.reshape(b, l)
 
 
