@@ -25,16 +25,22 @@ import numpy as np
 
 from jaxllm import chat_template
 from jaxllm.checkpoint import load_pretrained
+from jaxllm.losses.common import hidden_logprobs
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
 
 HEAD = "score_head"
+LOGLIK = "loglik_weight"
 
 
-def init_head(rng: jax.Array, d_model: int, std: float) -> dict:
-  """{"w": [D], "b": []} f32: zeros (std = 0, every reward starts at 0), else w ~ N(0, std^2)."""
+def init_head(rng: jax.Array, d_model: int, std: float, loglik_weight: float = 0.0) -> dict:
+  """{"w": [D], "b": []} f32: zeros (std = 0), else w ~ N(0, std^2); with loglik_weight > 0 also the trainable
+  scalar `loglik_weight` (the reward then adds it times the sequence's log-likelihood, `loglik`)."""
   w = std * jax.random.normal(rng, (d_model,), jnp.float32) if std > 0 else jnp.zeros((d_model,), jnp.float32)
-  return {"w": w, "b": jnp.zeros((), jnp.float32)}
+  head = {"w": w, "b": jnp.zeros((), jnp.float32)}
+  if loglik_weight > 0:
+    head[LOGLIK] = jnp.asarray(loglik_weight, jnp.float32)
+  return head
 
 
 def hidden_states(model: Transformer, weights: dict, lora: dict | None, tokens_BL: jax.Array,
@@ -50,18 +56,32 @@ def head_scores(head: dict, hidden_BLD: jax.Array) -> jax.Array:
   return hidden_BLD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
 
 
-def token_rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
-                  positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-  """f32 [B, L]: the head applied to the final hidden state of every prefix (entry t scores tokens[:t + 1])."""
-  return head_scores(head, hidden_states(model, weights, lora, tokens_BL, positions_BL, segment_ids_BL, rng))
+def loglik(model: Transformer, weights: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
+           segment_ids_BL: jax.Array, chunk_size: int = 0) -> jax.Array:
+  """f32 [B]: the trunk's own LM log-likelihood of each row's real tokens after its first. Two answers to one
+  prompt share the prompt's terms, so a pair's (or a GRPO group's) reward differences hold the answers' alone."""
+  logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD[:, :-1], tokens_BL[:, 1:], chunk_size)
+  real_BL = (segment_ids_BL[:, 1:] != 0) & (segment_ids_BL[:, 1:] == segment_ids_BL[:, :-1])
+  return jnp.where(real_BL, logp_BL.astype(jnp.float32), 0.0).sum(-1)
+
+
+def read_rewards(model: Transformer, weights: dict, head: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
+                 segment_ids_BL: jax.Array, last_index_B: jax.Array, chunk_size: int = 0) -> jax.Array:
+  """f32 rewards [B] from the trunk's final hidden states: the score head at each row's `last_index`, plus
+  head[LOGLIK] * `loglik` when the head has that weight."""
+  r_BL = head_scores(head, hidden_BLD)
+  r_B = jnp.take_along_axis(r_BL, last_index_B[:, None].astype(jnp.int32), axis=1)[:, 0]
+  if LOGLIK in head:
+    r_B = r_B + head[LOGLIK] * loglik(model, weights, hidden_BLD, tokens_BL, segment_ids_BL, chunk_size)
+  return r_B
 
 
 def rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, tokens_BL: jax.Array,
             positions_BL: jax.Array, segment_ids_BL: jax.Array, last_index_B: jax.Array,
             rng: jax.Array | None = None) -> jax.Array:
-  """f32 rewards [B]: the head applied to the final hidden state at each row's `last_index`."""
-  r_BL = token_rewards(model, weights, lora, head, tokens_BL, positions_BL, segment_ids_BL, rng)
-  return jnp.take_along_axis(r_BL, last_index_B[:, None].astype(jnp.int32), axis=1)[:, 0]
+  """f32 rewards [B] of padded rows (`read_rewards` after the trunk)."""
+  hidden_BLD = hidden_states(model, weights, lora, tokens_BL, positions_BL, segment_ids_BL, rng)
+  return read_rewards(model, weights, head, hidden_BLD, tokens_BL, segment_ids_BL, last_index_B)
 
 
 def layout_from_segments(segment_ids_BL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

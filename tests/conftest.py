@@ -1,8 +1,14 @@
 """Shared fixtures. Tests run in-process on one CPU device; multi-device checks start subprocesses with
 XLA_FLAGS=--xla_force_host_platform_device_count=N (it must be set before jax is imported)."""
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for the whole session, subprocesses included (they inherit the environment): many
+# tests compile the same tiny train step, and on 2 cores compiling is a large share of the suite's time. A fresh
+# folder each session, so every run compiles what it uses at least once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxllm-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pathlib  # noqa: E402
 

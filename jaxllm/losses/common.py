@@ -20,7 +20,12 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
   rngs = {"dropout": rng} if rng is not None else {}
   hidden_BLD = model.apply({"params": weights}, batch["tokens"], batch.get("positions"),
                            batch.get("segment_ids"), lora=lora, return_hidden=True, rngs=rngs)
-  targets_BL = batch["targets"]
+  return hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)
+
+
+def hidden_logprobs(model: Transformer, weights: dict, hidden_BLD: jax.Array, targets_BL: jax.Array,
+                    chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
+  """`target_logprobs` from the trunk's final hidden states [B, L, D] (the output head and the log-softmax)."""
   vocab = model.cfg.vocab_size
   if chunk_size <= 0 or chunk_size >= vocab:
     logits_BLV = model.apply({"params": weights}, hidden_BLD, method=Transformer.head)

@@ -20,7 +20,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.reward.head_init: must be >= 0 (a std; 0 = zeros), got {config.reward.head_init}")
   if config.reward.margin < 0:
     raise ConfigError(f"config.reward.margin: must be >= 0, got {config.reward.margin}")
-  for key in ("prefix_weight", "lm_weight"):
+  for key in ("prefix_weight", "lm_weight", "loglik_init"):
     if config.reward[key] < 0:
       raise ConfigError(f"config.reward.{key}: must be >= 0, got {config.reward[key]}")
 
@@ -36,7 +36,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
   def head(rng):
     if env.pretrained is not None and reward_model.HEAD in env.pretrained.extras:
       return {reward_model.HEAD: env.pretrained.extras[reward_model.HEAD]}
-    return {reward_model.HEAD: reward_model.init_head(rng, c.model.d_model, c.reward.head_init)}
+    return {reward_model.HEAD: reward_model.init_head(rng, c.model.d_model, c.reward.head_init,
+                                                            c.reward.loglik_init)}
 
   task = train.Task(loss=loss, batches=batches, extra_params=head,
                     evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches))
