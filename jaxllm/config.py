@@ -50,9 +50,8 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> None:
            f"{d.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
   _require(d.on_bad_row in ("fail", "skip"), "data.on_bad_row", f"{d.on_bad_row!r} is not 'fail' or 'skip'")
   _require(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", f"must be in [0, 1), got {d.eval_fraction}")
-  if c.loss.chunk_size and m.vocab_size:  # vocab_size 0 is filled in from the tokenizer before validation
-    _require(m.vocab_size % c.loss.chunk_size == 0, "loss.chunk_size",
-             f"{c.loss.chunk_size} does not divide model.vocab_size={m.vocab_size}")
+  _require(c.loss.chunk_size >= 0, "loss.chunk_size", f"must be >= 0 (0 = the whole vocabulary at once), got "
+           f"{c.loss.chunk_size}")
 
   try:
     data, fsdp, tensor = sharding.mesh_shape(c.mesh, n_devices)

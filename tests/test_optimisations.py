@@ -76,7 +76,7 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("chunk_size", [4, 16])
+@pytest.mark.parametrize("chunk_size", [4, 16, 23])  # 23 does not divide the vocabulary: a shorter last slice
 def test_chunked_loss_equals_full_loss_and_gradients(chunk_size):
   params, batch = _params(), _batch()
   full_loss, full_grads = _cached("none", 0)
@@ -98,11 +98,6 @@ def test_chunked_loss_with_tied_embeddings_and_compute_dtypes(dtype, tol):
   full_loss, full_grads = _loss_and_grads(cfg, 0, params, batch)
   np.testing.assert_allclose(loss, full_loss, rtol=tol)
   _assert_trees_close(grads, full_grads, rtol=tol, atol=tol * 1e-1)
-
-
-def test_chunked_loss_rejects_a_chunk_that_does_not_divide_the_vocabulary():
-  with pytest.raises(ValueError, match="chunk_size"):
-    _loss_and_grads(CFG, 5, _params(), _batch())
 
 
 @pytest.mark.parametrize("remat", ["full", "dots"])

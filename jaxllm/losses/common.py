@@ -13,8 +13,8 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
                     chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
   """(log p(targets) [B, L], logsumexp of the logits [B, L]), both f32.
 
-  batch holds `tokens`, `targets` and optionally `positions`, `segment_ids`. With chunk_size > 0 (dividing
-  the vocabulary size), the output head runs over vocabulary slices of that many entries
+  batch holds `tokens`, `targets` and optionally `positions`, `segment_ids`. With 0 < chunk_size < the
+  vocabulary size, the output head runs over vocabulary slices of that many entries
   (`vocab_chunks.head_logprobs`): never more than [B * L, chunk_size] f32 logits at once, forward or backward.
   """
   rngs = {"dropout": rng} if rng is not None else {}
@@ -32,8 +32,6 @@ def hidden_logprobs(model: Transformer, weights: dict, hidden_BLD: jax.Array, ta
     lse_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
     target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
     return target_BL - lse_BL, lse_BL
-  if vocab % chunk_size:
-    raise ValueError(f"config.loss.chunk_size={chunk_size} must divide the vocabulary size {vocab}")
   b, l, d = hidden_BLD.shape
   w_DV = model.apply({"params": weights}, method=Transformer.head_matrix)
   logp_T, lse_T = head_logprobs(hidden_BLD.reshape(b * l, d).astype(w_DV.dtype), w_DV, targets_BL.reshape(-1),
