@@ -3,7 +3,9 @@
 The head is one more trainable entry of the train state, `params["score_head"] = {"w": [D], "b": []}`, so the
 reward stage needs no second model class: `rewards(...)` runs the trunk with `return_hidden=True` and dots the
 final hidden state at `last_index` with `w`. The index is explicit, so right padding (training batches) and
-left padding (prompts packed to the right for sampling) read the same token.
+left padding (prompts packed to the right for sampling) read the same token. A head that also holds a scalar
+`loglik_weight` adds that weight times the trunk's own LM log-likelihood of the sequence (`read_rewards`; the
+reward stage's default on the built-in world, configs/reward.py says why).
 
 Later stages score with a trained workdir:
 

@@ -2,9 +2,10 @@
 
 Both sides of every pair run as one [2B, L] forward pass; each reward is the scalar head at the side's last
 real token, plus, when the head holds a `loglik_weight` (`cfg.reward.loglik_init` > 0), that trained weight
-times the trunk's own log-likelihood of the sequence (`reward_model.read_rewards`, what scoring reads too). `cfg.reward.margin` > 0 asks for chosen to beat rejected by at least that
-much (a constant margin; LLaMA-2 used a per-pair one from rating gaps). Pair means are weighted by
-`batch["weight"]` (0 for filler rows of a short held-out set), as sum / max(count, 1).
+times the trunk's own log-likelihood of the sequence (`reward_model.read_rewards`, which scoring reads too).
+`cfg.reward.margin` > 0 asks for chosen to beat rejected by at least that much (a constant margin; LLaMA-2 used
+a per-pair one from rating gaps). Pair means are weighted by `batch["weight"]` (0 for filler rows of a short
+held-out set), as sum / max(count, 1).
 
 Optional token-level supervision (`cfg.reward.prefix_weight` > 0): the same BT loss on every aligned pair of
 prefixes from the first token where the answers differ to the end of the shorter one (every such rejected
