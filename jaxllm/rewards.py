@@ -148,7 +148,11 @@ def answer_format(completions: list[str], references: list[dict]) -> np.ndarray:
 
 @register_factory("reward_model")
 def reward_model(rl_config) -> RewardFn:
-  """Scores of a trained reward model (rl.reward_model: a `reward` stage workdir) on (prompt, reply)."""
+  """Scores of a trained reward model (rl.reward_model: a `reward` stage workdir) on (prompt, reply).
+
+  A model trained with reward.loglik_init > 0 scores in nats of log-likelihood: the prompt's share is the same
+  for a whole group (advantages ignore it), but replies to one prompt can differ by several nats, so give it a
+  weight below 1 when it is mixed with 0/1 rewards such as exact_answer."""
   from jaxllm.reward_model import RewardModel
 
   if not rl_config.reward_model:
