@@ -347,7 +347,7 @@ def grpo_split(s: dict, args) -> dict:
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(rows)]
   batch = rl.layout(rows_prompts, completions, c.data.seq_len, 0)
   ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, c.data.batch_size))
-  batch["old_logprobs"] = batch["ref_logprobs"] = ref_lp
+  batch["sampler_logprobs"] = batch["ref_logprobs"] = ref_lp  # one step per rollout: no old_logprobs
   batch["advantages"] = rng.normal(size=rows).astype(np.float32)
   box = {"state": state}
 

@@ -9,15 +9,21 @@ next rollout is drawn with the updated policy. Shapes (P prompts, G group size, 
   tokens, targets, positions, segment_ids  [R, L] int32   prompt + completion, right-padded (segment 0)
   loss_mask                                [R, L] f32     1 on targets that are completion tokens (the stop
                                                           token included), 0 on prompt and padding
-  old_logprobs, ref_logprobs               [R, L] f32     log pi_old / log pi_ref of each target (0 off-mask)
+  old_logprobs, ref_logprobs               [R, L] f32     log pi_old / log pi_ref of each target (0 off-mask);
+                                                          old_logprobs only when a rollout feeds > 1 step
+  sampler_logprobs                         [R, L] f32     the sampling engine's log p of each target
   advantages                               [R]    f32     (r - mean_group) / (std_group + eps)
 
-Why `old_logprobs` are recomputed with one forward pass instead of taken from the sampler: the sampler runs
-a KV-cached decode, a different XLA program from the training forward, and its log-probs differ in the last
-bits (more under bfloat16). The first optimizer step on a rollout should see a ratio of exactly 1; with the
-sampler's numbers it sees noise that the clip then mistakes for policy change. (`sampler_logp_gap` logs the
-mean |difference|, so a broken cache or mask shows up.) The sampler's log-probs are at temperature 1 and so
-is pi: with rl.temperature != 1 the samples come from a tempered policy that the objective treats as pi.
+With one optimizer step per rollout (ppo_epochs = minibatches = 1, the default) the policy being updated is
+the one that sampled, so the `grpo` loss takes its own log-probs, stop-gradient, as the old ones: the ratio is
+exactly 1, and the rollout saves a forward pass over every row. With more steps per rollout the policy moves
+between them, and `old_logprobs` are recomputed with one forward pass instead of taken from the sampler: the
+sampler runs a KV-cached decode, a different XLA program from the training forward, and its log-probs differ
+in the last bits (more under bfloat16). The first optimizer step on a rollout should see a ratio of exactly 1;
+with the sampler's numbers it sees noise that the clip then mistakes for policy change. The loss logs the mean
+|sampler - training log-prob| as `sampler_logp_gap`, so a broken cache or mask shows up. The sampler's
+log-probs are at temperature 1 and so is pi: with rl.temperature != 1 the samples come from a tempered policy
+that the objective treats as pi.
 """
 from __future__ import annotations
 
@@ -136,24 +142,25 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   t_score = time.perf_counter()
 
   batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id)
+  batch["sampler_logprobs"] = np.zeros_like(batch["loss_mask"])
+  for i, (p, n) in enumerate(zip(rows, gen.lengths.tolist())):
+    batch["sampler_logprobs"][i, len(p.ids) - 1:len(p.ids) - 1 + n] = gen.logprobs[i, :n]
   ref_weights, ref_lora = reference_weights(state.frozen)
   bs = env.config.data.batch_size
-  batch["old_logprobs"] = _logprobs(env, weights, lora, batch, bs)
+  if rl.ppo_epochs * rl.minibatches > 1:
+    batch["old_logprobs"] = _logprobs(env, weights, lora, batch, bs)
   batch["ref_logprobs"] = _logprobs(env, ref_weights, ref_lora, batch, bs)
   batch["loss_mask"] *= np.repeat(live_P, g)[:, None].astype(np.float32)  # dropped groups: no loss at all
   batch["advantages"] = adv_PG.reshape(-1)
   t_end = time.perf_counter()
 
   lengths = gen.lengths.astype(np.float64)
-  gap = np.concatenate([np.abs(gen.logprobs[i, :n] - batch["old_logprobs"][i, len(p.ids) - 1:len(p.ids) - 1 + n])
-                        for i, (p, n) in enumerate(zip(rows, gen.lengths.tolist()))])
   equal_P = np.ptp(total_R.reshape(-1, g), axis=1) == 0
   stats = {
       "reward_mean": float(total_R.mean()), "reward_std": float(total_R.std()),
       **{f"reward_{name}": float(v.mean()) for name, v in parts.items()},
       "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
       "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
-      "sampler_logp_gap": float(gap.mean()) if gap.size else 0.0,
       "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
   }
   return Rollout(batch, stats)

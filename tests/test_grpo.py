@@ -101,6 +101,7 @@ def _batch(weights, advantages=(1.0, -0.5, 2.0, 0.0), old_shift=0.0, ref=None):
            "advantages": np.asarray(advantages, np.float32)}
   logp = np.asarray(_logp(weights, batch))
   batch["old_logprobs"] = (logp - old_shift) * mask
+  batch["sampler_logprobs"] = logp * mask
   batch["ref_logprobs"] = (logp if ref is None else np.asarray(_logp(ref, batch))) * mask
   return batch
 
@@ -136,6 +137,23 @@ def test_loss_is_the_plain_policy_gradient_when_the_ratio_is_one_and_beta_is_zer
   # The entropy estimate is -mean log pi of the sampled tokens.
   logp = np.asarray(_logp(w, batch))
   np.testing.assert_allclose(metrics["entropy"], -(logp * batch["loss_mask"]).sum() / 18, rtol=1e-5)
+
+
+@pytest.mark.parametrize("how", grpo_lib.LOSS_AGGS)
+def test_without_old_logprobs_the_policy_itself_is_pi_old(how):
+  """One optimizer step per rollout: the batch has no old_logprobs and the loss, its gradient and metrics
+  equal those with old_logprobs = log pi (the forward pass the rollout skips)."""
+  w = _weights()
+  batch = _batch(w, ref=_weights(1))
+  on_policy = {k: v for k, v in batch.items() if k != "old_logprobs"}
+  loss, metrics, grads = _loss_and_grads(w, batch, loss_agg=how, kl_beta=0.1)
+  loss_on, metrics_on, grads_on = _loss_and_grads(w, on_policy, loss_agg=how, kl_beta=0.1)
+  np.testing.assert_allclose(loss_on, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), grads_on, grads)
+  assert float(metrics_on["ratio_max"]) == 1.0 == float(metrics_on["ratio_min"])
+  assert float(metrics_on["sampler_logp_gap"]) < 1e-6  # the batch's sampler log-probs are log pi here
+  shifted = {**on_policy, "sampler_logprobs": on_policy["sampler_logprobs"] - 0.25 * on_policy["loss_mask"]}
+  np.testing.assert_allclose(_loss_and_grads(w, shifted)[1]["sampler_logp_gap"], 0.25, rtol=1e-4)
 
 
 @pytest.mark.parametrize("shift, advantage", [(0.5, 1.0), (-0.5, -1.0)])
@@ -283,8 +301,10 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   stats = source.host_metrics()
   assert batch["tokens"].shape == (16, 80) and batch["advantages"].shape == (16,)
   assert 0.0 <= stats["truncated"] <= 1.0 and stats["completion_len"] > 0  # cut-off replies are scored, no crash
-  assert stats["sampler_logp_gap"] < 1e-4  # the cached sampler and the training forward agree
-  np.testing.assert_allclose(batch["old_logprobs"], batch["ref_logprobs"], atol=1e-5)  # fresh adapters: pi = ref
+  assert "old_logprobs" not in batch  # one optimizer step per rollout: the loss's own log pi is pi_old
+  # Fresh adapters: pi = ref, so the cached sampler's log-probs must match the training forward's.
+  np.testing.assert_allclose(batch["sampler_logprobs"], batch["ref_logprobs"], atol=1e-4)
+  assert np.abs(batch["sampler_logprobs"]).sum() > 0
   assert source.get_state() == {"rollouts": 1, "served": 1}
   with pytest.raises(ValueError, match="into a rollout"):  # only rollout boundaries resume exactly
     source.set_state({"rollouts": 3, "served": 0})
@@ -300,6 +320,13 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   assert set(params) == {"lora"}
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), params, before[0])))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["kl"]) > 0
+
+  # Two optimizer steps per rollout: old log-probs are computed once, by the training forward.
+  env.config.rl.ppo_epochs = 2
+  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl))
+  with env.mesh_context():
+    batch = source.next(state)
+  np.testing.assert_allclose(batch["old_logprobs"], batch["sampler_logprobs"], atol=1e-4)
 
 
 def test_tiny_grpo_run_end_to_end_and_exact_resume(tmp_path, tokenizer_dir, pretrained):

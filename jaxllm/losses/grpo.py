@@ -14,9 +14,11 @@ aggregated (rl.loss_agg) as
 Rows whose mask is all zero (padding rows, dropped zero-signal groups) count in none of the means, except
 `constant`'s fixed B.
 
-The batch (built by jaxllm/rl.py) carries `old_logprobs` and `ref_logprobs`, both computed once per rollout:
-the reference never changes, so its log-probs of a rollout are fixed, and computing them with the rollout
-costs one forward pass per rollout instead of one per optimizer step.
+The batch (built by jaxllm/rl.py) carries `ref_logprobs`, computed once per rollout: the reference never
+changes, so its log-probs of a rollout are fixed, and computing them with the rollout costs one forward pass
+per rollout instead of one per optimizer step. It carries `old_logprobs` only when a rollout feeds several
+optimizer steps; with one, the policy is the one that sampled and log pi itself (stop-gradient) is pi_old.
+`sampler_logp_gap` = mean |log pi - the sampling engine's log-prob| over completion tokens: ~1e-6 in f32.
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ def grpo_loss(params, frozen, batch, rng, *, model, cfg):
   live_BL = mask_BL > 0
   adv_B1 = batch["advantages"][:, None]
   # Differences are zeroed outside the mask before exp, so padding can never make inf * 0 = NaN.
-  log_ratio_BL = jnp.where(live_BL, logp_BL - batch["old_logprobs"], 0.0)
+  old_BL = batch["old_logprobs"] if "old_logprobs" in batch else jax.lax.stop_gradient(logp_BL)
+  log_ratio_BL = jnp.where(live_BL, logp_BL - old_BL, 0.0)
   ratio_BL = jnp.exp(log_ratio_BL)
   high = rl.clip_eps_high if rl.clip_eps_high > 0 else rl.clip_eps
   clipped_BL = jnp.clip(ratio_BL, 1.0 - rl.clip_eps, 1.0 + high)
@@ -75,6 +78,8 @@ def grpo_loss(params, frozen, batch, rng, *, model, cfg):
       "clip_frac": masked_mean(was_clipped_BL, mask_BL)[0],
       "entropy": masked_mean(-logp_BL, mask_BL)[0],  # estimate: -log pi of the sampled tokens
       "ratio_mean": masked_mean(ratio_BL, mask_BL)[0],
+      "sampler_logp_gap": masked_mean(jnp.abs(jnp.where(live_BL, logp_BL - batch["sampler_logprobs"], 0.0)),
+                                      mask_BL)[0],
       "ratio_max": jnp.where(n_tokens > 0, jnp.where(live_BL, ratio_BL, -big).max(), 1.0),
       "ratio_min": jnp.where(n_tokens > 0, jnp.where(live_BL, ratio_BL, big).min(), 1.0),
       "completion_tokens": n_tokens,
