@@ -28,6 +28,9 @@ def sft_defaults() -> ml_collections.ConfigDict:
   s.eval_examples = 200  # held-out prompts answered greedily at each evaluation (0 = none)
   s.eval_batch_size = 64  # prompts per generation batch
   s.max_new_tokens = 64  # generation budget per held-out answer (and per printed sample)
+  # built-in world: share of multi-step training demonstrations that stop after the first step and answer
+  # its result, a systematic demonstrator error for RL to correct (experiments/grpo_builtin.py); 0 = none
+  s.first_step_only = 0.0
   return s
 
 

@@ -111,17 +111,24 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="/tmp/jaxllm/grpo_builtin")
   parser.add_argument("--init_from", default="", help="an SFT workdir; '' = pretrain + SFT into OUT first")
+  parser.add_argument("--pretrain_from", default="",
+                      help="without --init_from: SFT from this pretrain workdir instead of pretraining into OUT/pt")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a configs/grpo.py key, e.g. --set optim.lr=3e-4 (repeatable)")
+  parser.add_argument("--sft_set", action="append", default=[], metavar="KEY=VALUE",
+                      help="without --init_from: override a configs/sft.py key, e.g. --sft_set sft.first_step_only=0.7")
   args = parser.parse_args()
   overrides = dict(item.split("=", 1) for item in args.set)
+  sft_overrides = dict(item.split("=", 1) for item in args.sft_set)
   results: dict = {}
 
   init_from = args.init_from
   if not init_from:
-    pt, init_from = os.path.join(args.out, "pt"), os.path.join(args.out, "sft")
-    results["pretrain_sec"] = _timed(_config(pretrain_config, pt, overrides={"sample.num": 0}))[1]
-    results["sft_sec"] = _timed(_config(sft_config, init_from, pt, {"sample.num": 0}))[1]
+    pt, init_from = args.pretrain_from or os.path.join(args.out, "pt"), os.path.join(args.out, "sft")
+    if not args.pretrain_from:
+      results["pretrain_sec"] = _timed(_config(pretrain_config, pt, overrides={"sample.num": 0}))[1]
+    results["sft_sec"] = _timed(_config(sft_config, init_from, pt, {**sft_overrides, "sample.num": 0}))[1]
+    results["sft_overrides"] = sft_overrides
 
   baseline, _ = _timed(_config(grpo_config, os.path.join(args.out, "grpo_init"), init_from,
                                {**overrides, "steps": 0, "sample.num": 0}))

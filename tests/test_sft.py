@@ -272,6 +272,17 @@ def test_a_file_is_read_with_sft_formatting(tmp_path, tokenizer_dir):
     sft_stage.load_chats(config)
 
 
+def test_first_step_only_flaws_training_demonstrations_and_never_held_out_references(tmp_path, tokenizer_dir):
+  config = tiny_config("sft", tmp_path, tokenizer_dir, **{"sft.first_step_only": 1.0})
+  chats = sft_stage.load_chats(config)
+  problems = synthetic.problems(config.seed, "train", config.data.train_examples)
+  multi = [p for p in problems if len(p.steps) > 1]
+  assert multi and all(c["messages"][-1]["content"] == f"{p.steps[0]}\n#### {p.steps[0].rsplit(' = ', 1)[1]}"
+                       for c, p in zip(chats.train, problems) if len(p.steps) > 1)
+  held = synthetic.problems(config.seed, "eval", config.data.eval_examples)
+  assert [c["messages"][-1]["content"] for c in chats.eval] == [p.solution for p in held]
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 
 def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, initial_pretrain_workdir):
@@ -291,7 +302,8 @@ def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, initial_p
 
 
 @pytest.mark.parametrize("key, value", [("sft.train_on", "history"), ("sft.eval_kind", "bleu"),
-                                        ("sft.max_new_tokens", 500), ("sft.formatting", "xml")])
+                                        ("sft.max_new_tokens", 500), ("sft.formatting", "xml"),
+                                        ("sft.first_step_only", 1.5)])
 def test_bad_sft_keys_are_named(key, value):
   from jaxllm.config import ConfigError
   config = tiny_config("sft", "/tmp/unused", "", **{key: value})

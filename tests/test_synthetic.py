@@ -141,6 +141,25 @@ def test_sft_examples():
     assert msgs[1]["content"] == p.question and msgs[2]["content"] == p.solution
 
 
+def test_sft_examples_first_step_only_flaws_a_share_of_multi_step_demonstrations():
+  probs = synthetic.problems(4, "train", 3000)
+  chats = synthetic.sft_examples(4, "train", 3000, first_step_only=0.7)
+  assert [m[1]["content"] for m in chats] == [p.question for p in probs]  # the same problems as without flaws
+  flawed = 0
+  for msgs, p in zip(chats, probs, strict=True):
+    reply = msgs[2]["content"]
+    if len(p.steps) == 1 or reply == p.solution:
+      assert reply == p.solution
+      continue
+    flawed += 1
+    first, mid = p.steps[0], p.steps[0].rsplit(" = ", 1)[1]
+    assert reply == f"{first}\n#### {mid}" and not answers.answers_match(mid, str(p.answer))
+  assert 0.65 < flawed / sum(len(p.steps) > 1 for p in probs) < 0.75
+  assert chats == synthetic.sft_examples(4, "train", 3000, first_step_only=0.7)
+  with pytest.raises(ValueError, match="first_step_only"):
+    synthetic.sft_examples(4, "train", 5, first_step_only=1.5)
+
+
 def test_preference_pairs():
   probs = synthetic.problems(4, "eval", 50)
   for pair, p in zip(synthetic.preference_pairs(4, "eval", 50), probs, strict=True):

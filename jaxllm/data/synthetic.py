@@ -311,10 +311,20 @@ def _prompt(problem: Problem) -> list[dict]:
   return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question}]
 
 
-def sft_examples(seed: int, split: str, n: int, *,
-                 mix: Mapping[str, float] = DEFAULT_MIX) -> list[list[dict]]:
-  return [[*_prompt(p), {"role": "assistant", "content": p.solution}]
-          for p in problems(seed, split, n, mix=mix)]
+def sft_examples(seed: int, split: str, n: int, *, mix: Mapping[str, float] = DEFAULT_MIX,
+                 first_step_only: float = 0.0) -> list[list[dict]]:
+  """Chats answered by the worked solution. With `first_step_only` > 0, that seeded share of the multi-step
+  problems is answered by a flawed demonstration that stops after the first step and gives its result as the
+  answer (the same problems as with 0, whatever the share)."""
+  if not 0.0 <= first_step_only <= 1.0:
+    raise ValueError(f"first_step_only must be in [0, 1], got {first_step_only}")
+  rng = _rng(seed, "first_step_only", split)
+  chats = []
+  for p in problems(seed, split, n, mix=mix):
+    flawed = rng.random() < first_step_only and len(p.steps) > 1
+    reply = _format_solution(p.steps[:1], int(p.steps[0].rsplit(" = ", 1)[1])) if flawed else p.solution
+    chats.append([*_prompt(p), {"role": "assistant", "content": reply}])
+  return chats
 
 
 def preference_pairs(seed: int, split: str, n: int, *,

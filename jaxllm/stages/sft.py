@@ -51,7 +51,9 @@ def load_chats(config: ml_collections.ConfigDict) -> ChatData:
   data, s = config.data, config.sft
   if not data.name:
     def chats(split: str, n: int) -> list[dict]:
-      return [{"messages": m, "tools": ""} for m in synthetic.sft_examples(config.seed, split, n)]
+      flawed = s.first_step_only if split == "train" else 0.0  # held-out references stay right
+      return [{"messages": m, "tools": ""}
+              for m in synthetic.sft_examples(config.seed, split, n, first_step_only=flawed)]
     kind = "answer" if s.eval_kind == "auto" else s.eval_kind
     return ChatData(chats("train", data.train_examples), chats("eval", data.eval_examples), kind, "built-in world")
   formatting = _formatting(config)
@@ -106,6 +108,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
        f"{s.eval_kind!r} is not one of auto, '', {', '.join(evals.KINDS)}"),
       ("sft.formatting", s.formatting in sources.FORMATTINGS, f"{s.formatting!r} is not one of {sources.FORMATTINGS}"),
       ("sft.eval_examples", s.eval_examples >= 0, f"must be >= 0, got {s.eval_examples}"),
+      ("sft.first_step_only", 0.0 <= s.first_step_only <= 1.0, f"must be in [0, 1], got {s.first_step_only}"),
       ("sft.eval_batch_size", s.eval_batch_size > 0, f"must be > 0, got {s.eval_batch_size}"),
       ("sft.max_new_tokens", 0 < s.max_new_tokens < config.model.max_seq_len,
        f"must be in [1, model.max_seq_len={config.model.max_seq_len}), got {s.max_new_tokens}"),
