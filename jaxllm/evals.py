@@ -56,7 +56,8 @@ def generate_raw(env: Env, weights: Any, lora: Any, conversations: list[list[dic
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   batch_size = max(1, min(batch_size, len(prompts)))
   stops = chat_template.stop_ids(tokenizer)
-  params = sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_ids=stops)
+  params = sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_ids=stops,
+                                   vocab_limit=tokenizer.n_vocab)
   rng = jax.random.PRNGKey(env.config.seed) if rng is None else rng
   out: list[list[int]] = [[] for _ in prompts]
   stopped = np.zeros(len(prompts), bool)

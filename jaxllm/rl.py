@@ -125,7 +125,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   rows = [p for p in prompts for _ in range(g)]  # prompt-major: rows [i*G, (i+1)*G) are prompt i's group
   stops = chat_template.stop_ids(tok)
   params = sampling.SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                   top_k=rl.top_k, top_p=rl.top_p, stop_ids=stops)
+                                   top_k=rl.top_k, top_p=rl.top_p, stop_ids=stops, vocab_limit=tok.n_vocab)
   weights, lora = policy_weights(state.params, state.frozen)
   gen = sampling.generate(env.model, weights, [list(p.ids) for p in rows], params, rng, lora=lora,
                           pad_id=tok.pad_id)

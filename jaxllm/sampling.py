@@ -50,6 +50,9 @@ class SamplingParams:
   top_k: int = 0  # keep the k most likely tokens; 0 = off
   top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
   stop_ids: tuple[int, ...] = ()  # a row ends after emitting any of these (the stop token is returned)
+  # ids >= vocab_limit are never drawn: a model's vocabulary padded past its tokenizer's (the padding ids'
+  # logits are trained down, not to -inf, so sampling at temperature 1 can reach them); 0 = no limit
+  vocab_limit: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))  # lists -> hashable
@@ -61,6 +64,8 @@ class SamplingParams:
       raise ValueError(f"top_k must be an int >= 0, got {self.top_k!r}")
     if not 0 < self.top_p <= 1:
       raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+    if int(self.vocab_limit) != self.vocab_limit or self.vocab_limit < 0:
+      raise ValueError(f"vocab_limit must be an int >= 0, got {self.vocab_limit!r}")
 
 
 @dataclasses.dataclass
@@ -128,6 +133,8 @@ def _filter_logits(logits_BV: Array, params: SamplingParams) -> Array:
 
 
 def _draw(logits_BV: Array, keys_B: Array, t: Array, params: SamplingParams) -> Array:
+  if 0 < params.vocab_limit < logits_BV.shape[-1]:
+    logits_BV = jnp.where(jnp.arange(logits_BV.shape[-1]) < params.vocab_limit, logits_BV, -jnp.inf)
   if params.temperature == 0:
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   filtered_BV = _filter_logits(logits_BV, params)
@@ -242,6 +249,9 @@ def _validate(prompts: list[list[int]], params: SamplingParams, vocab_size: int,
   for stop in params.stop_ids:
     if not 0 <= stop < vocab_size:
       raise ValueError(f"stop id {stop} is outside the vocabulary [0, {vocab_size})")
+  if params.vocab_limit > vocab_size:
+    raise ValueError(f"vocab_limit={params.vocab_limit} exceeds the model's vocabulary of {vocab_size}: the "
+                     f"tokenizer does not match the model")
 
 
 def generate(model: Transformer, weights: Any, prompts: list[list[int]], params: SamplingParams, rng: Array,

@@ -180,6 +180,18 @@ def test_top_k_one_and_tiny_top_p_equal_greedy():
   np.testing.assert_allclose(top_p.logprobs, greedy.logprobs, atol=1e-6)
 
 
+def test_ids_past_vocab_limit_are_never_drawn():
+  """A model vocabulary padded past the tokenizer's: the padding ids must not come out, greedy or sampled."""
+  model, weights = _model()
+  key = jax.random.PRNGKey(2)
+  for params in (GREEDY, SAMPLED):
+    free = generate(model, weights, PROMPTS, params, key)
+    limited = generate(model, weights, PROMPTS, dataclasses.replace(params, vocab_limit=10), key)
+    assert free.tokens.max() >= 10 and limited.tokens.max() < 10  # the limit is what kept them out
+  with pytest.raises(ValueError, match="vocab_limit=500 exceeds"):
+    generate(model, weights, PROMPTS, dataclasses.replace(GREEDY, vocab_limit=500), key)
+
+
 def test_stop_tokens_end_rows_independently_and_the_loop_exits_early():
   model, weights = _model()
   n = N
@@ -258,7 +270,8 @@ def test_clear_errors():
   with pytest.raises(ValueError, match="no prompts"):
     generate(model, weights, [], ok, key)
   for bad in (dict(max_new_tokens=0), dict(max_new_tokens=4, temperature=-1.0), dict(max_new_tokens=4, top_k=-2),
-              dict(max_new_tokens=4, top_p=0.0), dict(max_new_tokens=4, top_p=1.5)):
+              dict(max_new_tokens=4, top_p=0.0), dict(max_new_tokens=4, top_p=1.5),
+              dict(max_new_tokens=4, vocab_limit=-1)):
     with pytest.raises(ValueError):
       SamplingParams(**bad)
   assert SamplingParams(max_new_tokens=4, stop_ids=[5, 6]).stop_ids == (5, 6)  # hashable
