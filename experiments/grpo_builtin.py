@@ -3,7 +3,8 @@
   python experiments/grpo_builtin.py --out=/tmp/jaxllm/grpo_builtin                       # pretrain, SFT, GRPO
   python experiments/grpo_builtin.py --out=/tmp/jaxllm/grpo_builtin --init_from=SFT_WORKDIR
 
-Without --init_from it first runs configs/pretrain.py and configs/sft.py (defaults) into OUT/pt and OUT/sft.
+Without --init_from it first runs configs/pretrain.py into OUT/pt (or takes --pretrain_from's workdir) and
+configs/sft.py (defaults unless --sft_set KEY=VALUE is given) into OUT/sft.
 Then, with configs/grpo.py (defaults unless --set KEY=VALUE is given):
   * OUT/grpo_init  GRPO with steps=0: held-out greedy pass@1 of the SFT policy on the 200 held-out problems;
   * OUT/grpo       GRPO; the same held-out pass@1 every eval.every steps and at the end;
@@ -11,26 +12,35 @@ and writes OUT/grpo_builtin.png (rollout reward per step, held-out accuracy per 
 OUT/grpo_builtin.json (the numbers). Every stage resumes (or re-evaluates) when its workdir is finished.
 Pass: held-out pass@1 rises by >= 10 points absolute, the GRPO stage within 20 minutes of wall time.
 
-Measured (seed 0, 200 held-out problems; the target is NOT met). On 2 CPU cores shared with other jobs, GRPO
-from the default SFT run (76.0%) or from its step-100 checkpoint (43.5%, --init_from=SFT/checkpoints/100):
-  from 76.0%  --set optim.lr=3e-5 --set steps=40                           -> 74.0%  (18.8 min)
-  from 43.5%  --set optim.lr=1e-4 --set rl.group_size=4 --set steps=60     -> 48.0%  (12.9 min)
-  from 43.5%  the same, --set optim.lr=2e-4 --set rl.ppo_epochs=2 (100 steps) -> 36.5%  (19.2 min)
-  from 43.5%  --set optim.lr=1e-4 --set rl.prompts_per_step=8 --set rl.temperature=0.6 --set steps=90 -> 47.5%
-and on 2 idle cores: in the default pipeline (configs/grpo.py defaults, 60 steps) 72.5% -> 67.0% in 5.8 min;
-from that pipeline's step-100 SFT checkpoint, --set rl.group_size=4 --set steps=240 --set eval.every=40
---set checkpoint.every=40: 45.5% -> 51.0% (+5.5 points) in 10.8 min (plot: docs/grpo_builtin.png). From an
-SFT run of only 50 steps (35.0%; `run.py --config=configs/sft.py --config.steps=50` from the pipeline's
-pretrain), the same settings with eval.every=60: 33.0%, 34.5%, 32.5% at steps 60, 120, 180 (rollout exact-answer
-share 0.21 over the first 20 steps, 0.25 over the last 20; stopped there, 2.3 s a step).
-2026-11-30, in the default pipeline with the learning rate now 2e-5 (was 1e-4): 79.5% -> 84.5% at step 60
-(82.5%, 83.0% at steps 20, 40; +5 points, half the target; 1e-4 gave 74% from the same SFT model). Run on to 120
-steps (`--init_from=runs/pipeline/sft --set steps=120 --set eval.every=30 --set checkpoint.every=30`, 17.3 min):
-82.5%, 84.5%, 83.5%, 84.0% at steps 30, 60, 90, 120 (+4.5 points; docs/grpo_builtin_from_pipeline_sft.png). The
-gain comes in the first 60 steps and then holds; the rollout reward (exact-answer share at temperature 1, about
-0.65) barely moves, so the held-out gain is greedy decoding's mode getting sharper, not new arithmetic.
-At 1e-4, the rollout reward on fresh prompts stays flat: the SFT model's errors are arithmetic facts, each met a few
-times in a run, while on a fixed set of 8 prompts the same objective lifts the rollout reward steadily (README).
+Measured, seed 0, 200 held-out problems, 2 CPU cores running at about 0.6x their 2026-11-23 speed.
+
+Flawed demonstrations (2026-11-30; the target is met). SFT on data where 70% of the two-step problems'
+demonstrations stop after the first step and answer its result (`sft.first_step_only=0.7`), 400 steps from the
+pipeline's pretrain model, then configs/grpo.py defaults (60 steps):
+  python experiments/grpo_builtin.py --out=runs/grpo_flawed --pretrain_from=runs/pipeline/pretrain \
+      --sft_set sft.first_step_only=0.7 --sft_set steps=400 --sft_set eval.every=200 --sft_set checkpoint.every=200
+  SFT: pass@1 72.0% (one-step problems 97.8%, two-step 14.5%: greedy stops after the first step on 84% of them);
+  GRPO: 91.5%, 92.5%, 95.5% at steps 20, 40, 60 (+23.5 points) in 7.6 min (SFT took 12 min); after it, greedy
+  finishes every two-step problem, 88.7% of them right, and one-step problems are at 98.6%. Rollout reward 0.79
+  over the first 5 steps, 0.90 over the last 5 (plot: docs/grpo_builtin_flawed_sft.png). The demonstrator's
+  error is systematic, so SFT imitates it and greedy decoding picks it; sampling still finishes 47% of two-step
+  problems (59% of those right), and the verifiable reward makes finishing the mode. An earlier run of the same
+  command crashed at step 101 on a sampled padding id (fixed: SamplingParams.vocab_limit); its held-out pass@1
+  was 91.5, 92.5, 95.5, 94.5, 93.5% at steps 20-100. With 200 SFT steps the same flaw gave 57.5% -> 66.0% at
+  step 60 (+8.5): GRPO made greedy finish 95% of two-step problems, but that SFT model got only 29% of them right.
+
+Clean demonstrations (the default world; the target is NOT met: at most +5.5). In the default pipeline, with the
+learning rate 2e-5: 79.5% -> 84.5% at step 60 (82.5%, 83.0% at steps 20, 40); run on to 120 steps
+(`--init_from=runs/pipeline/sft --set steps=120 --set eval.every=30 --set checkpoint.every=30`, 17.3 min): 82.5%,
+84.5%, 83.5%, 84.0% at steps 30, 60, 90, 120 (docs/grpo_builtin_from_pipeline_sft.png). The rollout reward
+(exact-answer share at temperature 1, about 0.65) barely moves: the held-out gain is greedy decoding's mode
+getting sharper. The SFT model's errors are arithmetic facts (18 + 12 = 28: all but one wrong answer among 400
+held-out problems comes from a slipped sum, difference or product), each met a few times in a run; 4 samples at
+temperature 1 find a right answer for 84.5% of problems where greedy finds 78%, which bounds what sharpening can
+add. Earlier tries, some on cores shared with other jobs: from the step-100 SFT checkpoint (45.5%), --set
+rl.group_size=4 --set steps=240: 51.0% (+5.5, 10.8 min, docs/grpo_builtin.png); lr 1e-4 to 2e-4, ppo_epochs 2,
+temperature 0.6, or a 50-step SFT model (35.0%): -7 to +4.5 points. On a fixed set of 8 prompts the same
+objective lifts the rollout reward steadily (README).
 """
 from __future__ import annotations
 
