@@ -23,25 +23,26 @@ pipeline's pretrain model, then configs/grpo.py defaults (60 steps):
   GRPO: 91.5%, 92.5%, 95.5% at steps 20, 40, 60 (+23.5 points) in 7.6 min (SFT took 12 min); after it, greedy
   finishes every two-step problem, 88.7% of them right, and one-step problems are at 98.6%. Rollout reward 0.79
   over the first 5 steps, 0.90 over the last 5 (plot: docs/grpo_builtin_flawed_sft.png). The demonstrator's
-  error is systematic, so SFT imitates it and greedy decoding picks it; sampling still finishes 47% of two-step
-  problems (59% of those right), and the verifiable reward makes finishing the mode. An earlier run of the same
+  error is systematic, so SFT imitates it and greedy decoding picks it; sampling still finishes 39% of two-step
+  problems (58% of those right), and the verifiable reward makes finishing the mode. An earlier run of the same
   command crashed at step 101 on a sampled padding id (fixed: SamplingParams.vocab_limit); its held-out pass@1
   was 91.5, 92.5, 95.5, 94.5, 93.5% at steps 20-100. From a fresh clone's own pipeline pretrain, the same
-  command: SFT 69.0%, GRPO 85.0, 88.5, 89.0% at steps 20, 40, 60 (+20.0 points in 8.2 min). With 200 SFT steps the same flaw gave 57.5% -> 66.0% at
-  step 60 (+8.5): GRPO made greedy finish 95% of two-step problems, but that SFT model got only 29% of them right.
+  command: SFT 69.0%, GRPO 85.0, 88.5, 89.0% at steps 20, 40, 60 (+20.0 points in 8.2 min). With 200 SFT steps
+  the same flaw gave 57.5% -> 66.0% at step 60 (+8.5): GRPO made greedy finish 95% of two-step problems, but that
+  SFT model got only 29% of them right. Breakdowns: experiments/answer_breakdown.py.
 
 Clean demonstrations (the default world; the target is NOT met: at most +5.5). In the default pipeline, with the
 learning rate 2e-5: 79.5% -> 84.5% at step 60 (82.5%, 83.0% at steps 20, 40); run on to 120 steps
 (`--init_from=runs/pipeline/sft --set steps=120 --set eval.every=30 --set checkpoint.every=30`, 17.3 min): 82.5%,
 84.5%, 83.5%, 84.0% at steps 30, 60, 90, 120 (docs/grpo_builtin_from_pipeline_sft.png). The rollout reward
 (exact-answer share at temperature 1, about 0.65) barely moves: the held-out gain is greedy decoding's mode
-getting sharper. The SFT model's errors are arithmetic facts (18 + 12 = 28: all but one wrong answer among 400
-held-out problems comes from a slipped sum, difference or product), each met a few times in a run; 4 samples at
-temperature 1 find a right answer for 84.5% of problems where greedy finds 78%, which bounds what sharpening can
-add. Earlier tries, some on cores shared with other jobs: from the step-100 SFT checkpoint (45.5%), --set
-rl.group_size=4 --set steps=240: 51.0% (+5.5, 10.8 min, docs/grpo_builtin.png); lr 1e-4 to 2e-4, ppo_epochs 2,
-temperature 0.6, or a 50-step SFT model (35.0%): -7 to +4.5 points. On a fixed set of 8 prompts the same
-objective lifts the rollout reward steadily (README).
+getting sharper. The SFT model's errors are arithmetic facts (18 + 12 = 28: all 41 wrong greedy answers of 200
+are slipped sums, differences or products), each met a few times in a run; 4 samples at temperature 1 find a
+right answer for 87.5% of problems where greedy finds 79.5%, which bounds what sharpening can add. Earlier
+tries, some on cores shared with other jobs: from the step-100 SFT checkpoint (45.5%), --set rl.group_size=4
+--set steps=240: 51.0% (+5.5, 10.8 min, docs/grpo_builtin.png); lr 1e-4 to 2e-4, ppo_epochs 2, temperature 0.6,
+or a 50-step SFT model (35.0%): -7 to +4.5 points. On a fixed set of 8 prompts the same objective lifts the
+rollout reward steadily (README).
 """
 from __future__ import annotations
 
