@@ -2,6 +2,7 @@
 
   python benchmarks/train_step.py [--out=train_step.json]     # default size on CPU: ~8 minutes on 2 cores
   python benchmarks/train_step.py --size=medium              # larger presets: medium, gpu350m
+  python benchmarks/train_step.py --size=pipeline            # the quickstart pipeline's 3.2M-param model
   python benchmarks/train_step.py --smoke                    # tiny, < 60 s (tests/test_benchmarks_smoke.py)
   python benchmarks/train_step.py --rows=jax_full,torch_eager --remat=dots --chunk_size=4096   # experiments
 
@@ -49,6 +50,7 @@ sys.path.insert(0, REPO)
 
 SIZES = {  # vocab, d_model, layers, heads, kv heads, mlp, seq, batch, dtype
     "smoke": dict(vocab=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp=176, seq=64, batch=4),
+    "pipeline": dict(vocab=576, d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, mlp=704, seq=128, batch=16),
     "default": dict(vocab=8192, d_model=512, n_layers=6, n_heads=8, n_kv_heads=4, mlp=1408, seq=256, batch=8),
     "medium": dict(vocab=32768, d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, mlp=2048, seq=512, batch=8),
     "gpu350m": dict(vocab=32768, d_model=1024, n_layers=24, n_heads=16, n_kv_heads=8, mlp=3072, seq=2048, batch=8,

@@ -31,13 +31,13 @@ def _worked_lines(text: str) -> list[str]:
 def _slip(problem: synthetic.Problem, text: str) -> str:
   """Which worked step of a wrong reply first departs from the right one, and how."""
   for j, (want, got) in enumerate(zip(problem.steps, _worked_lines(text))):
-    m, r = synthetic._STEP_RE.match(got), synthetic._STEP_RE.match(want)
-    if m is None:
+    try:
+      a, op, b, c = synthetic.parse_step(got)
+    except ValueError:
       return f"step {j + 1}: not 'a op b = c'"
-    if m.groups()[:3] != r.groups()[:3] and j == 0:
+    if j == 0 and (a, op, b) != synthetic.parse_step(want)[:3]:
       return "step 1: operands or operation"
-    if m[4] != str(int(m[1]) + int(m[3]) if m[2] == "+" else int(m[1]) - int(m[3]) if m[2] == "-"
-                   else int(m[1]) * int(m[3])):
+    if c != synthetic.apply_op(a, op, b):
       return f"step {j + 1}: arithmetic slip"
   return "steps missing" if len(_worked_lines(text)) < len(problem.steps) else "other"
 

@@ -58,23 +58,33 @@ def head_scores(head: dict, hidden_BLD: jax.Array) -> jax.Array:
   return hidden_BLD.astype(jnp.float32) @ head["w"].astype(jnp.float32) + head["b"].astype(jnp.float32)
 
 
-def loglik(model: Transformer, weights: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
-           segment_ids_BL: jax.Array, chunk_size: int = 0) -> jax.Array:
-  """f32 [B]: the trunk's own LM log-likelihood of each row's real tokens after its first. Two answers to one
-  prompt share the prompt's terms, so a pair's (or a GRPO group's) reward differences hold the answers' alone."""
+def next_token_logprobs(model: Transformer, weights: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
+                        chunk_size: int = 0) -> jax.Array:
+  """f32 [B, L - 1]: entry t is the trunk's own LM log p(tokens[t + 1] | tokens[:t + 1])."""
   logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD[:, :-1], tokens_BL[:, 1:], chunk_size)
+  return logp_BL.astype(jnp.float32)
+
+
+def loglik(next_logp_BL: jax.Array, segment_ids_BL: jax.Array) -> jax.Array:
+  """f32 [B]: the log-likelihood of each row's real tokens after its first, from `next_token_logprobs`. Two
+  answers to one prompt share the prompt's terms, so a pair's (or a GRPO group's) reward differences hold the
+  answers' alone."""
   real_BL = (segment_ids_BL[:, 1:] != 0) & (segment_ids_BL[:, 1:] == segment_ids_BL[:, :-1])
-  return jnp.where(real_BL, logp_BL.astype(jnp.float32), 0.0).sum(-1)
+  return jnp.where(real_BL, next_logp_BL, 0.0).sum(-1)
 
 
 def read_rewards(model: Transformer, weights: dict, head: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
-                 segment_ids_BL: jax.Array, last_index_B: jax.Array, chunk_size: int = 0) -> jax.Array:
+                 segment_ids_BL: jax.Array, last_index_B: jax.Array, chunk_size: int = 0,
+                 next_logp_BL: jax.Array | None = None) -> jax.Array:
   """f32 rewards [B] from the trunk's final hidden states: the score head at each row's `last_index`, plus
-  head[LOGLIK] * `loglik` when the head has that weight."""
+  head[LOGLIK] * `loglik` when the head has that weight (from `next_logp_BL` when the caller has computed
+  `next_token_logprobs` already, so the LM head runs once)."""
   r_BL = head_scores(head, hidden_BLD)
   r_B = jnp.take_along_axis(r_BL, last_index_B[:, None].astype(jnp.int32), axis=1)[:, 0]
   if LOGLIK in head:
-    r_B = r_B + head[LOGLIK] * loglik(model, weights, hidden_BLD, tokens_BL, segment_ids_BL, chunk_size)
+    if next_logp_BL is None:
+      next_logp_BL = next_token_logprobs(model, weights, hidden_BLD, tokens_BL, chunk_size)
+    r_B = r_B + head[LOGLIK] * loglik(next_logp_BL, segment_ids_BL)
   return r_B
 
 

@@ -74,12 +74,14 @@ def group_advantages(rewards_PG: np.ndarray, scale_std: bool = True, eps: float 
 
 
 def layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], seq_len: int,
-           pad_id: int) -> dict[str, np.ndarray]:
-  """Rows prompt + completion as tokens/targets/positions/segment_ids/loss_mask [R, L] (see module doc)."""
+           pad_id: int, completion_logprobs: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """Rows prompt + completion as tokens/targets/positions/segment_ids/loss_mask [R, L] (see module doc), and
+  with `completion_logprobs` (one value per completion token) `sampler_logprobs` [R, L] under the loss mask."""
   r = len(prompts)
   row_RL = np.full((r, seq_len + 1), pad_id, np.int32)
   segment_ids = np.zeros((r, seq_len), np.int32)
   loss_mask = np.zeros((r, seq_len), np.float32)
+  sampler_RL = np.zeros((r, seq_len), np.float32)
   for i, (p, c) in enumerate(zip(prompts, completions)):
     n = len(p) + len(c)
     if n > seq_len + 1:
@@ -88,9 +90,14 @@ def layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], seq_le
     row_RL[i, :n] = np.concatenate([np.asarray(p, np.int32), np.asarray(c, np.int32)])
     segment_ids[i, :min(n, seq_len)] = 1
     loss_mask[i, len(p) - 1:n - 1] = 1.0  # targets at t are tokens t+1: the completion starts at len(p)
+    if completion_logprobs is not None:
+      sampler_RL[i, len(p) - 1:n - 1] = completion_logprobs[i][:len(c)]
   positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (r, seq_len)).copy()
-  return {"tokens": row_RL[:, :-1], "targets": row_RL[:, 1:].copy(), "positions": positions,
-          "segment_ids": segment_ids, "loss_mask": loss_mask}
+  batch = {"tokens": row_RL[:, :-1], "targets": row_RL[:, 1:].copy(), "positions": positions,
+           "segment_ids": segment_ids, "loss_mask": loss_mask}
+  if completion_logprobs is not None:
+    batch["sampler_logprobs"] = sampler_RL
+  return batch
 
 
 @dataclasses.dataclass
@@ -141,10 +148,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   adv_PG, live_P = group_advantages(total_R.reshape(-1, g), rl.scale_std, rl.adv_eps, rl.drop_equal_groups)
   t_score = time.perf_counter()
 
-  batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id)
-  batch["sampler_logprobs"] = np.zeros_like(batch["loss_mask"])
-  for i, (p, n) in enumerate(zip(rows, gen.lengths.tolist())):
-    batch["sampler_logprobs"][i, len(p.ids) - 1:len(p.ids) - 1 + n] = gen.logprobs[i, :n]
+  batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
   ref_weights, ref_lora = reference_weights(state.frozen)
   bs = env.config.data.batch_size
   if rl.ppo_epochs * rl.minibatches > 1:

@@ -6,7 +6,8 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA compilation cache for the whole session, subprocesses included (they inherit the environment): many
 # tests compile the same tiny train step, and on 2 cores compiling is a large share of the suite's time. A fresh
-# folder each session, so every run compiles what it uses at least once.
+# folder each session, so every run compiles what it uses at least once; pytest-xdist's workers inherit it from
+# the controller process, which loads this file first.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxllm-xla-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 

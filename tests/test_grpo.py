@@ -46,12 +46,16 @@ def test_group_advantages_on_hand_made_groups():
 
 
 def test_layout_masks_exactly_the_completion_targets():
-  batch = rl.layout([(1, 2, 3), (7,)], [np.array([4, 5, 6]), np.array([8])], seq_len=8, pad_id=0)
+  sampled = [np.array([-0.4, -0.5, -0.6, 9.0]), np.array([-0.8, 9.0])]  # the engine's padding past each length
+  batch = rl.layout([(1, 2, 3), (7,)], [np.array([4, 5, 6]), np.array([8])], seq_len=8, pad_id=0,
+                    completion_logprobs=sampled)
   np.testing.assert_array_equal(batch["tokens"][0], [1, 2, 3, 4, 5, 6, 0, 0])
   np.testing.assert_array_equal(batch["targets"][0], [2, 3, 4, 5, 6, 0, 0, 0])
   np.testing.assert_array_equal(batch["loss_mask"][0], [0, 0, 1, 1, 1, 0, 0, 0])  # targets 4, 5, 6
   np.testing.assert_array_equal(batch["segment_ids"][0], [1] * 6 + [0] * 2)
   np.testing.assert_array_equal(batch["loss_mask"][1], [1] + [0] * 7)  # target 8 after prompt (7,)
+  np.testing.assert_allclose(batch["sampler_logprobs"], [[0, 0, -0.4, -0.5, -0.6, 0, 0, 0], [-0.8] + [0] * 7])
+  assert "sampler_logprobs" not in rl.layout([(1,)], [np.array([2])], seq_len=4, pad_id=0)
   with pytest.raises(ValueError, match="exceed data.seq_len"):
     rl.layout([(1,) * 6], [np.arange(4)], seq_len=8, pad_id=0)
 

@@ -208,6 +208,20 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
   assert float(ll_metrics[reward_model.LOGLIK]) == 0.5
   assert abs(float(ll_grads["score_head"][reward_model.LOGLIK])) > 0
 
+  # The LM term: + lm_weight * per-token NLL of the chosen answers (pairs of weight 0 excluded), by hand.
+  loss_fn = functools.partial(reward_loss_lib.reward_loss, model=MODEL,
+                              cfg=_cfg(reward={"margin": 0.0, "prefix_weight": 0.0, "lm_weight": 0.5}))
+  lm_loss, lm_metrics = jax.jit(loss_fn)(ll_params, {}, batch, None)
+  nll, count = 0.0, 0
+  for i in range(3):
+    ids, n, p = batch["tokens"][i, 0], pairs.lengths[i, 0], pairs.prompt_len[i]
+    logp = jax.nn.log_softmax(_logits(weights, ids[None, :n])[0], axis=-1)
+    nll -= sum(float(logp[t - 1, ids[t]]) for t in range(p, n))
+    count += n - p
+  np.testing.assert_allclose(lm_metrics["chosen_nll"], nll / count, rtol=1e-4)
+  np.testing.assert_allclose(lm_loss - 0.5 * nll / count,
+                             np.mean(-np.log(1 / (1 + np.exp(-(scored[:, 0] - scored[:, 1]))))), rtol=1e-4)
+
 
 def optax_norm(tree):
   return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))

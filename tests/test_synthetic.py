@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import REPO
 from jaxllm import answers
 from jaxllm.data import synthetic
 
@@ -176,3 +177,23 @@ def test_rl_prompts():
     assert [m["role"] for m in item["messages"]] == ["system", "user"]
     assert item["messages"][1]["content"] == p.question and item["answer"] == str(p.answer)
 
+
+
+def test_answer_breakdown_classifies_wrong_replies():
+  """experiments/answer_breakdown.py's per-kind shares and slip kinds (the README quotes them) on hand-made replies."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import answer_breakdown
+
+  two = synthetic.Problem("q2", ("1 + 14 = 15", "15 - 7 = 8"), 8)
+  one = synthetic.Problem("q1", ("9 * 7 = 63",), 63)
+  assert answer_breakdown._slip(two, "1 + 14 = 15\n#### 15") == "steps missing"
+  assert answer_breakdown._slip(two, "1 + 14 = 14\n14 - 7 = 7\n#### 7") == "step 1: arithmetic slip"
+  assert answer_breakdown._slip(two, "1 + 14 = 15\n15 - 7 = 9\n#### 9") == "step 2: arithmetic slip"
+  assert answer_breakdown._slip(two, "1 - 14 = -13\n#### -13") == "step 1: operands or operation"
+  assert answer_breakdown._slip(one, "nine sevens\n#### 63") == "step 1: not 'a op b = c'"
+  replies = ["1 + 14 = 15\n#### 15", "9 * 7 = 63\n#### 63", "1 + 14 = 15\n15 - 7 = 8\n#### 8",
+             "9 * 7 = 64\n#### 64"]
+  stats = answer_breakdown._stats(replies, [two, one, two, one])
+  assert stats["pass@1"] == 0.5 and stats["one-step right"] == 0.5
+  assert stats["two-step finished"] == 0.5 and stats["two-step right"] == 0.5
+  assert stats["right when finished"] == 1.0

@@ -252,18 +252,21 @@ def problems(seed: int, split: str, n: int, *, mix: Mapping[str, float] = DEFAUL
   return [_problem(_render(k)) for k in _keys(seed, split, n, mix)]
 
 
+def parse_step(step: str) -> tuple[int, str, int, int]:
+  """'a op b = c' -> (a, op, b, c)."""
+  m = _STEP_RE.match(step)
+  if m is None:
+    raise ValueError(f"cannot parse step {step!r}")
+  return int(m[1]), m[2], int(m[3]), int(m[4])
+
+
 def wrong_solution(problem: Problem, rng: random.Random) -> str:
   """A plausible worked answer in the same format whose final number is not `problem.answer`.
 
   One mistake, then honest arithmetic after it: either a slip (one step's result off by 1..3) or a wrong
   operation in one step (+ <-> -, * -> +). Later steps carry the wrong value forward.
   """
-  parsed = []
-  for step in problem.steps:
-    m = _STEP_RE.match(step)
-    if m is None:
-      raise ValueError(f"cannot parse step {step!r}")
-    parsed.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+  parsed = [parse_step(step) for step in problem.steps]
   for _ in range(8):
     at = rng.randrange(len(parsed))
     slip = rng.choice((-3, -2, -1, 1, 2, 3)) if rng.random() < 0.5 else 0
@@ -273,7 +276,7 @@ def wrong_solution(problem: Problem, rng: random.Random) -> str:
         a = prev
       if j == at and not slip:
         op = {"+": "-", "-": "+", "*": "+"}[op]
-      c = _apply(a, op, b)
+      c = apply_op(a, op, b)
       if j == at and slip:
         c = c + slip if c + slip >= 0 else c - slip
       steps.append(f"{a} {op} {b} = {c}")
@@ -285,7 +288,7 @@ def wrong_solution(problem: Problem, rng: random.Random) -> str:
   return _format_solution([*problem.steps[:-1], f"{lhs} = {int(c) + 1}"], problem.answer + 1)
 
 
-def _apply(a: int, op: str, b: int) -> int:
+def apply_op(a: int, op: str, b: int) -> int:
   return a + b if op == "+" else a - b if op == "-" else a * b
 
 
@@ -322,7 +325,7 @@ def sft_examples(seed: int, split: str, n: int, *, mix: Mapping[str, float] = DE
   chats = []
   for p in problems(seed, split, n, mix=mix):
     flawed = rng.random() < first_step_only and len(p.steps) > 1
-    reply = _format_solution(p.steps[:1], int(p.steps[0].rsplit(" = ", 1)[1])) if flawed else p.solution
+    reply = _format_solution(p.steps[:1], parse_step(p.steps[0])[3]) if flawed else p.solution
     chats.append([*_prompt(p), {"role": "assistant", "content": reply}])
   return chats
 

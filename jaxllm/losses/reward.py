@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxllm import reward_model
 from jaxllm.losses import register
-from jaxllm.losses.common import hidden_logprobs, masked_mean
+from jaxllm.losses.common import masked_mean
 from jaxllm.state import policy_weights
 
 
@@ -63,11 +63,11 @@ def prefix_loss(r_B2L: jax.Array, batch: dict, margin: float) -> jax.Array:
   return pair_mean(per_pair_B, batch["weight"])
 
 
-def chosen_nll(model, weights: dict, hidden_2BLD: jax.Array, rows: dict, weight_B: jax.Array,
-               chunk_size: int) -> jax.Array:
-  """Per-token NLL of the chosen answers under the trunk's own LM head (rows 0, 2, 4, ... are chosen)."""
-  logp_BL, _ = hidden_logprobs(model, weights, hidden_2BLD[0::2], rows["targets"][0::2], chunk_size)
-  return masked_mean(-logp_BL.astype(jnp.float32), rows["loss_mask"][0::2] * weight_B[:, None])[0]
+def chosen_nll(next_logp_2BL: jax.Array, rows: dict, weight_B: jax.Array) -> jax.Array:
+  """Per-token NLL of the chosen answers (rows 0, 2, 4, ... are chosen) from the trunk's own LM head's
+  `reward_model.next_token_logprobs`. Slot t's target is token t + 1, so the last slot (never an answer
+  target) has no entry."""
+  return masked_mean(-next_logp_2BL[0::2], rows["loss_mask"][0::2, :-1] * weight_B[:, None])[0]
 
 
 def reward_loss(params, frozen, batch, rng, *, model, cfg):
@@ -76,8 +76,12 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
   hidden_2BLD = reward_model.hidden_states(model, weights, lora, rows["tokens"], rows["positions"],
                                            rows["segment_ids"], rng)
   head = params[reward_model.HEAD]
+  next_logp_2BL = None  # the LM head runs once for both the log-likelihood reward term and the NLL term
+  if reward_model.LOGLIK in head or cfg.reward.lm_weight > 0:
+    next_logp_2BL = reward_model.next_token_logprobs(model, weights, hidden_2BLD, rows["tokens"],
+                                                     cfg.loss.chunk_size)
   r_B2 = reward_model.read_rewards(model, weights, head, hidden_2BLD, rows["tokens"], rows["segment_ids"],
-                                   rows["last_index"], cfg.loss.chunk_size).reshape(-1, 2)
+                                   rows["last_index"], next_logp_BL=next_logp_2BL).reshape(-1, 2)
   margin_B = r_B2[:, 0] - r_B2[:, 1]
   w_B = batch["weight"]
   loss = pair_mean(-jax.nn.log_sigmoid(margin_B - cfg.reward.margin), w_B)
@@ -87,7 +91,7 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
     extra["prefix_loss"] = prefix_loss(r_2BL.reshape((-1, 2) + r_2BL.shape[1:]), batch, cfg.reward.margin)
     loss = loss + cfg.reward.prefix_weight * extra["prefix_loss"]
   if cfg.reward.lm_weight > 0:
-    extra["chosen_nll"] = chosen_nll(model, weights, hidden_2BLD, rows, w_B, cfg.loss.chunk_size)
+    extra["chosen_nll"] = chosen_nll(next_logp_2BL, rows, w_B)
     loss = loss + cfg.reward.lm_weight * extra["chosen_nll"]
   metrics = {
       "accuracy": pair_mean(ranked_right(margin_B), w_B),
