@@ -39,3 +39,16 @@ def test_train_step_benchmark_smoke(tmp_path):
   # untrained models start near log(vocab) in both frameworks (the same work is being timed)
   assert abs(rows["jax_full"]["first_loss"] - rows["torch_eager"]["first_loss"]) < 0.5
   assert {"rollout_tok_s", "ref_logprobs_tok_s", "update_tok_s"} <= set(result["grpo"])
+
+
+def test_op_profile_smoke(tmp_path):
+  """The op-level profile reads a real trace back: the products dominate, and each is traced to its HLO op."""
+  out = tmp_path / "op_profile.json"
+  proc = subprocess.run([sys.executable, "benchmarks/op_profile.py", "--smoke", f"--out={out}"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["wall_ms"] > 0 and sum(result["ops_ms"].values()) > 0
+  products = sum(ms for kind, ms in result["ops_ms"].items() if kind in ("ynn_fusion", "dot", "dot_general"))
+  assert products > 0
+  assert result["top_products"] and all("jit(train_step)" in p["hlo"] for p in result["top_products"])
