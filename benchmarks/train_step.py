@@ -219,9 +219,9 @@ def jax_memory_mb(reset: bool) -> float:
 
 
 def make_jax_row(row: str, s: dict, args):
-  """-> (run(n_steps) -> seconds, info) for a jax row, compiled and warmed up."""
+  """-> (run(n_steps) -> seconds, info, last loss) for a jax row (compiled by its first run)."""
   import jax
-  from jaxllm import reward_model, sharding
+  from jaxllm import reward_model
 
   stage = {"jax_reward": "reward"}.get(row, "pretrain")
   vocab = 32768 if row == "jax_full_v32k" else None
@@ -233,13 +233,25 @@ def make_jax_row(row: str, s: dict, args):
   else:
     state, step_fn = jax_step(env, "lm")
     host_batches = lm_batches(s, env.config.model.vocab_size, 4)
+  info = {"params": sum(x.size for x in jax.tree.leaves(state.params)),
+          "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}", "jax": jax.__version__}
+  run, last_loss = step_loop(env, state, step_fn, host_batches)
+  return run, info, last_loss
+
+
+def step_loop(env, state, step_fn, host_batches: list):
+  """(run(n) -> seconds of n steps, last loss): steps taken as train.fit takes them (host batch -> device, step;
+  no host sync until the end), cycling through `host_batches`."""
+  import jax
+  from jaxllm import sharding
+
   box = {"state": state, "i": 0}
 
   def run(n: int) -> float:
     start = time.perf_counter()
     metrics = None
     with env.mesh_context():
-      for _ in range(n):  # as in train.fit: host batch -> device, step; no host sync until the end
+      for _ in range(n):
         batch = sharding.put_batch(host_batches[box["i"] % len(host_batches)], env.mesh)
         box["state"], metrics = step_fn(box["state"], batch)
         box["i"] += 1
@@ -247,9 +259,7 @@ def make_jax_row(row: str, s: dict, args):
     box["loss"] = float(metrics["loss"])
     return time.perf_counter() - start
 
-  info = {"params": sum(x.size for x in jax.tree.leaves(state.params)),
-          "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}", "jax": jax.__version__}
-  return run, info, lambda: box["loss"]
+  return run, lambda: box["loss"]
 
 
 # ----------------------------------------------------------------------------------------------- workers

@@ -51,4 +51,4 @@ def test_op_profile_smoke(tmp_path):
   assert result["wall_ms"] > 0 and sum(result["ops_ms"].values()) > 0
   products = sum(ms for kind, ms in result["ops_ms"].items() if kind in ("ynn_fusion", "dot", "dot_general"))
   assert products > 0
-  assert result["top_products"] and all("jit(train_step)" in p["hlo"] for p in result["top_products"])
+  assert result["top_ops"] and all("jit(train_step)" in p["hlo"] for p in result["top_ops"])

@@ -178,7 +178,6 @@ def test_rl_prompts():
     assert item["messages"][1]["content"] == p.question and item["answer"] == str(p.answer)
 
 
-
 def test_answer_breakdown_classifies_wrong_replies():
   """experiments/answer_breakdown.py's per-kind shares and slip kinds (the README quotes them) on hand-made replies."""
   sys.path.insert(0, str(REPO / "experiments"))
