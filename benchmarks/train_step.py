@@ -12,7 +12,8 @@ Rows, each in its own subprocess (so peak memories never mix) and timed round-ro
                  (state shardings, donation), loss `lm`, AdamW + clipping, batch from `pipelines.lm_batch`
                  (packed documents, segment ids) put on device every step as in `fit`
   jax_lora       the same with LoRA rank 16 on q,k,v,o,gate,up,down (base weights frozen)
-  jax_reward     reward-model step: loss `reward` (trunk + scalar head, Bradley-Terry), B/2 pairs = B rows
+  jax_reward     reward-model step: loss `reward` (trunk + scalar head, Bradley-Terry, + the chosen answers'
+                 NLL), B pairs, each one row of L tokens (a prompt of L/4 shared by both answers)
   jax_full_v32k  jax_full with a 32768-token vocab (memory: the logits must not dominate)
   torch_eager    the same architecture hand-written in PyTorch (RMSNorm, half-split RoPE, GQA through
                  F.scaled_dot_product_attention(is_causal, enable_gqa), SwiGLU, untied head), AdamW with the
@@ -27,7 +28,7 @@ plus the untied output head (the input embedding is a lookup and not counted; no
   full / references   6 N + 12 n_layers L (n_heads head_dim)       (PaLM, appendix B; attention over the
                                                                    full L x L, i.e. causal masking not halved)
   LoRA                4 N + 6 N_lora + 12 n_layers L (n_heads head_dim)   (no weight gradients of N)
-  reward              as full with N without the output head
+  reward              as full (the LM head runs over every row for the NLL and log-likelihood terms)
 MFU = FLOPs per step / median step time / peak, the peak being the best of 5 timed [n, n] @ [n, n] matmuls, taken in
 every round in the row's own turn (n = 2048; jnp.dot in jax processes, torch.mm in torch ones), same process and dtype. Peak memory:
 host peak RSS (VmHWM) during the timed steps — reset after compilation and warm-up via /proc/self/clear_refs —
@@ -65,10 +66,10 @@ MARK = "@@bench "  # prefix of the protocol lines a worker prints (libraries may
 
 # ----------------------------------------------------------------------------------------------- FLOPs
 
-def matmul_params(s: dict, head: bool = True) -> int:
+def matmul_params(s: dict) -> int:
   d, h, k, f, dh = s["d_model"], s["n_heads"], s["n_kv_heads"], s["mlp"], s["d_model"] // s["n_heads"]
   per_layer = 2 * d * h * dh + 2 * d * k * dh + 3 * d * f
-  return s["n_layers"] * per_layer + (d * s["vocab"] if head else 0)
+  return s["n_layers"] * per_layer + d * s["vocab"]
 
 
 def lora_params(s: dict, rank: int) -> int:
@@ -81,8 +82,6 @@ def flops_per_token(s: dict, row: str) -> float:
   attn = 12 * s["n_layers"] * s["seq"] * s["n_heads"] * (s["d_model"] // s["n_heads"])
   if row == "jax_lora":
     return 4 * matmul_params(s) + 6 * lora_params(s, LORA_RANK) + attn
-  if row == "jax_reward":
-    return 6 * matmul_params(s, head=False) + attn
   return 6 * matmul_params(s) + attn
 
 
@@ -127,7 +126,7 @@ def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = F
   c.model.update(vocab_size=vocab or s["vocab"], d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"],
                  n_kv_heads=s["n_kv_heads"], head_dim=s["d_model"] // s["n_heads"], mlp_dim=s["mlp"],
                  max_seq_len=s["seq"], dtype=args.dtype or s.get("dtype", "float32"), remat=args.remat)
-  c.data.update(batch_size=s["batch"] // 2 if stage == "reward" else s["batch"], seq_len=s["seq"])
+  c.data.update(batch_size=s["batch"], seq_len=s["seq"])
   c.loss.chunk_size = args.chunk_size
   c.mesh.data = -1
   c.steps = 1000
@@ -183,12 +182,15 @@ def reward_batches(s: dict, n: int, seed: int = 0):
   from jaxllm.data import preference
 
   rng = np.random.default_rng(seed)
-  b, l = s["batch"] // 2, s["seq"]
+  b, l = s["batch"], s["seq"]
+  p = l // 4
+  most = (l - p - 1) // 2  # the longest answers that fit: prompt + 1 + both answers <= l
   out = []
   for _ in range(n):
-    lengths = rng.integers(l // 2, l + 1, (b, 2))
+    lengths = p + rng.integers(most // 2, most + 1, (b, 2))
     ids = rng.integers(1, s["vocab"], (b, 2, l)).astype(np.int32) * (np.arange(l) < lengths[..., None])
-    pairs = preference.Pairs(ids, lengths.astype(np.int32), np.full(b, l // 4, np.int32), 0, 0)
+    ids[:, 1, :p] = ids[:, 0, :p]  # one prompt per pair
+    pairs = preference.Pairs(ids, lengths.astype(np.int32), np.full(b, p, np.int32))
     out.append(preference.make_batch(pairs, np.arange(b)))
   return out
 

@@ -117,15 +117,19 @@ def apply_rope(x_BLHk: Array, positions_BL: Array, inv_freq: Array) -> Array:
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BLHk.dtype)
 
 
-def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: Array) -> Array:
-  """[B, L, S] bool: a query sees keys at earlier-or-equal slots of its own segment.
+def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: Array,
+                   q_prefix_BL: Array | None = None) -> Array:
+  """[B, L, S] bool: a query sees keys at earlier-or-equal slots of its own segment, and with `q_prefix_BL`
+  also those of the segment named there (a prompt shared by several answers packed after it in one row).
 
   Segment 0 marks padding; a padding query sees only padding (so no row is empty and nothing is NaN), and
   its output is never read.
   """
   causal_LS = k_slot_S[None, :] <= q_slot_L[:, None]
-  same_BLS = q_seg_BL[:, :, None] == k_seg_BS[:, None, :]
-  return causal_LS[None] & same_BLS
+  seen_BLS = q_seg_BL[:, :, None] == k_seg_BS[:, None, :]
+  if q_prefix_BL is not None:
+    seen_BLS = seen_BLS | (q_prefix_BL[:, :, None] == k_seg_BS[:, None, :])
+  return causal_LS[None] & seen_BLS
 
 
 def dot_attention(q_BLHk: Array, k_BKSk: Array, v_BKSk: Array, mask_BLS: Array) -> Array:
@@ -290,9 +294,13 @@ class Transformer(nn.Module):
                                 jnp.dtype(cfg.param_dtype))
 
   def __call__(self, tokens_BL: Array, positions_BL: Array | None = None, segment_ids_BL: Array | None = None,
-               cache: dict | None = None, lora: LoraTree = None, return_hidden: bool = False):
+               cache: dict | None = None, lora: LoraTree = None, return_hidden: bool = False,
+               prefix_ids_BL: Array | None = None):
     """Without cache: returns logits (or hidden). With cache (from `init_cache`): the chunk is written at
-    cache['index'] and (logits or hidden, new_cache) is returned."""
+    cache['index'] and (logits or hidden, new_cache) is returned.
+
+    `prefix_ids_BL` (no cache only) packs branches behind a shared prefix: each token also sees the earlier
+    tokens of the segment named there (`attention_mask`); see data/preference.py for the layout it serves."""
     b, l = tokens_BL.shape
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
@@ -301,9 +309,11 @@ class Transformer(nn.Module):
     lora = lora or {}
     if cache is None:
       slots_L = jnp.arange(l, dtype=jnp.int32)
-      mask_BLS = attention_mask(slots_L, slots_L, segment_ids_BL, segment_ids_BL)
+      mask_BLS = attention_mask(slots_L, slots_L, segment_ids_BL, segment_ids_BL, prefix_ids_BL)
       index = None
     else:
+      if prefix_ids_BL is not None:
+        raise ValueError("prefix_ids_BL: shared-prefix rows are a training layout; the KV cache does not take them")
       index = cache["index"]
       seg_BS = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), (0, index))
       s = seg_BS.shape[1]

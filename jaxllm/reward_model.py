@@ -46,11 +46,12 @@ def init_head(rng: jax.Array, d_model: int, std: float, loglik_weight: float = 0
 
 
 def hidden_states(model: Transformer, weights: dict, lora: dict | None, tokens_BL: jax.Array,
-                  positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+                  positions_BL: jax.Array, segment_ids_BL: jax.Array, rng: jax.Array | None = None,
+                  prefix_ids_BL: jax.Array | None = None) -> jax.Array:
   """The trunk's final hidden states [B, L, D] (what the score head reads)."""
   rngs = {"dropout": rng} if rng is not None else {}
   return model.apply({"params": weights}, tokens_BL, positions_BL, segment_ids_BL, lora=lora,
-                     return_hidden=True, rngs=rngs)
+                     return_hidden=True, prefix_ids_BL=prefix_ids_BL, rngs=rngs)
 
 
 def head_scores(head: dict, hidden_BLD: jax.Array) -> jax.Array:
@@ -69,7 +70,7 @@ def loglik(next_logp_BL: jax.Array, segment_ids_BL: jax.Array) -> jax.Array:
   """f32 [B]: the log-likelihood of each row's real tokens after its first, from `next_token_logprobs`. Two
   answers to one prompt share the prompt's terms, so a pair's (or a GRPO group's) reward differences hold the
   answers' alone."""
-  real_BL = (segment_ids_BL[:, 1:] != 0) & (segment_ids_BL[:, 1:] == segment_ids_BL[:, :-1])
+  real_BL = (segment_ids_BL[..., 1:] != 0) & (segment_ids_BL[..., 1:] == segment_ids_BL[..., :-1])
   return jnp.where(real_BL, next_logp_BL, 0.0).sum(-1)
 
 

@@ -42,7 +42,6 @@ class Task:
   extra_params: Callable[[jax.Array], dict] | None = None  # stage-specific trainable params beside the model
   needs_reference: bool = False  # keep init_from's weights in state.frozen (DPO, GRPO, ...)
   on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
-  tokens_per_batch: Callable[[dict], int] | None = None  # counted for tokens_per_sec; default: loss_mask size
   host_metrics: Callable[[], dict[str, float]] | None = None  # host-side scalars (e.g. rollout stats) to log
 
 
@@ -173,8 +172,10 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
   return state, state_sh
 
 
-def _default_tokens(batch: dict) -> int:
-  return int(np.prod(batch["loss_mask"].shape)) if "loss_mask" in batch else 0
+def _row_tokens(batch: dict) -> int:
+  """Token slots the model runs on (padding included): what tokens_per_sec counts. A preference batch's
+  [B, 2, L] side-view masks are views of its [B, L] rows, not extra tokens."""
+  return int(np.prod(batch["tokens"].shape))
 
 
 def fit(env: Env, task: Task) -> dict[str, Any]:
@@ -195,7 +196,6 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
                     out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
   writer = MetricsWriter(config.workdir, enabled=env.is_main, tensorboard=config.log.tensorboard,
                          progress=config.log.progress, total_steps=config.steps, initial_step=start)
-  count_tokens = task.tokens_per_batch or _default_tokens
   last_eval: dict[str, float] = {}
   last_train: dict[str, float] = {}
   pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device
@@ -215,7 +215,7 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   with env.mesh_context():
     for step in range(start, config.steps):
       local = task.batches.next(state)
-      tokens_since += count_tokens(local) * env.process_count
+      tokens_since += _row_tokens(local) * env.process_count
       state, metrics = step_fn(state, sharding.put_batch(local, mesh))
       host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
       writer.advance()

@@ -51,4 +51,7 @@ def test_op_profile_smoke(tmp_path):
   assert result["wall_ms"] > 0 and sum(result["ops_ms"].values()) > 0
   products = sum(ms for kind, ms in result["ops_ms"].items() if kind in ("ynn_fusion", "dot", "dot_general"))
   assert products > 0
-  assert result["top_ops"] and all("jit(train_step)" in p["hlo"] for p in result["top_ops"])
+  # Every listed op is found in the step's compiled HLO; the largest carries the jax op it lowers (a small
+  # fusion may carry no op_name, and on a loaded machine one can make the list).
+  assert result["top_ops"] and all(p["hlo"] != "(inside a fusion)" for p in result["top_ops"])
+  assert "jit(train_step)" in result["top_ops"][0]["hlo"]

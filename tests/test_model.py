@@ -69,6 +69,26 @@ def test_changing_a_later_token_or_another_document_leaves_logits_unchanged():
   np.testing.assert_allclose(base[0, 6:], alone[0], atol=1e-5)
 
 
+
+def test_branches_behind_a_shared_prefix_see_the_prefix_and_themselves_only():
+  """prefix_ids: prompt (segment 1) | branch A (2) | branch B (3), both branches at the positions after the
+  prompt, give each branch the logits of prompt + branch alone; a branch never reads the other."""
+  model, params = _init()
+  tokens = jax.random.randint(jax.random.PRNGKey(4), (1, 13), 0, CFG.vocab_size)
+  seg = jnp.array([[1] * 5 + [2] * 4 + [3] * 3 + [0]])
+  prefix = jnp.array([[1] * 12 + [0]])
+  pos = jnp.array([[*range(5), *range(5, 9), *range(5, 8), 0]])
+  shared = model.apply({"params": params}, tokens, pos, seg, prefix_ids_BL=prefix)
+  alone_a = model.apply({"params": params}, tokens[:, :9])
+  alone_b = model.apply({"params": params}, jnp.concatenate([tokens[:, :5], tokens[:, 9:12]], axis=1))
+  np.testing.assert_allclose(shared[0, :9], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(shared[0, 9:12], alone_b[0, 5:], atol=1e-5)
+  other_branch = model.apply({"params": params}, tokens.at[0, 6].set((tokens[0, 6] + 5) % 64), pos, seg,
+                             prefix_ids_BL=prefix)
+  np.testing.assert_array_equal(shared[0, 9:12], other_branch[0, 9:12])
+  with pytest.raises(ValueError, match="KV cache"):
+    model.apply({"params": params}, tokens, pos, seg, cache=init_cache(CFG, 1, 16), prefix_ids_BL=prefix)
+
 @pytest.mark.parametrize("kv_heads", [1, 2, 4])
 def test_gqa_shapes(kv_heads):
   cfg = dataclasses.replace(CFG, n_kv_heads=kv_heads)

@@ -1,4 +1,4 @@
-"""Reward modelling and DPO: pair batches, the Bradley-Terry loss and its gradient by hand, rewards read at the
+"""Reward modelling and DPO: pair batches (one shared-prompt row per pair), the Bradley-Terry loss and its gradient by hand, rewards read at the
 right token under either padding, DPO = log 2 when policy = reference, real preference data sets, bad rows,
 and tiny end-to-end runs (full fine-tuning and LoRA)."""
 import functools
@@ -54,9 +54,14 @@ def _records(n=6):
   return synthetic.preference_pairs(0, "train", n)
 
 
-def _batch(tok, records, seq_len=96):
+def _batch(tok, records, seq_len=104):
   pairs = preference.tokenize(tok, records, seq_len)
   return pairs, preference.make_batch(pairs, np.arange(len(pairs)))
+
+
+def _flat_sides(batch, pad_id=0):
+  """Each side's own row (`preference.side_rows`) as [2B, ...]: rows 2i / 2i + 1 are pair i's chosen / rejected."""
+  return {k: v.reshape((-1,) + v.shape[2:]) for k, v in preference.side_rows(batch, pad_id).items()}
 
 
 # ------------------------------------------------------------------------------------------------- batches
@@ -64,20 +69,37 @@ def _batch(tok, records, seq_len=96):
 def test_pair_batch_matches_the_chat_template_and_truncates_prompts_alike(tok):
   records = [{"messages": [{"role": "user", "content": "Say hi. " * 30}], "chosen": "hi", "rejected": "hello there"},
              {"messages": [{"role": "user", "content": "q"}], "chosen": "a " * 100, "rejected": "b"},  # too long
+             {"messages": [{"role": "user", "content": "q"}], "chosen": "yes", "rejected": "no"},  # short
              *_records(2)]
   pairs = preference.tokenize(tok, records, 48)
-  assert len(pairs) == 3 and pairs.dropped == 1
-  batch = preference.make_batch(pairs, np.arange(3))
-  assert batch["tokens"].shape == (3, 2, 48) and batch["last_index"].shape == (3, 2)
-  # Row 0: the prompt was cut from the left by the same amount on both sides, answers kept whole.
+  assert len(pairs) == 4 and pairs.dropped == 1
+  batch = preference.make_batch(pairs, np.arange(4))
+  assert batch["tokens"].shape == (4, 48) and batch["side_index"].shape == (4, 2, 48)
+  assert batch["last_index"].shape == (4, 2)
+  # Row 0: the prompt was cut from the left until prompt + both answers fit one row, answers kept whole.
   p = int(pairs.prompt_len[0])
   full_prompt = chat_template.prompt_ids(tok, records[0]["messages"])
-  assert p < len(full_prompt)
-  for s, answer in enumerate(("hi", "hello there")):
+  answers = [preference.answer_ids(tok, a) for a in ("hi", "hello there")]
+  assert p < len(full_prompt) and p + 1 + len(answers[0]) + len(answers[1]) == 48  # the row is full
+  sides = preference.side_rows(batch, tok.pad_id)
+  for s, answer in enumerate(answers):
     n = int(batch["last_index"][0, s]) + 1
-    np.testing.assert_array_equal(batch["tokens"][0, s, :n], full_prompt[-p:] + preference.answer_ids(tok, answer))
-  assert n == 48  # the longer side fills the row exactly
-  np.testing.assert_array_equal(batch["tokens"][0, 0, :p], batch["tokens"][0, 1, :p])
+    np.testing.assert_array_equal(sides["tokens"][0, s, :n], full_prompt[-p:] + answer)
+    np.testing.assert_array_equal(sides["tokens"][0, s, :n], pairs.ids[0, s, :n])
+  # The shared row: P[:-1] | P[-1] chosen | P[-1] rejected, each branch seeing the prompt (prefix 1) and itself.
+  a, c = len(answers[0]), len(answers[1])
+  np.testing.assert_array_equal(batch["tokens"][0], full_prompt[-p:] + answers[0] + full_prompt[-1:] + answers[1])
+  np.testing.assert_array_equal(batch["segment_ids"][0], [1] * (p - 1) + [2] * (a + 1) + [3] * (c + 1))
+  np.testing.assert_array_equal(batch["prefix_ids"][0], [1] * 48)
+  np.testing.assert_array_equal(batch["positions"][0],
+                                [*range(p - 1), *range(p - 1, p + a), *range(p - 1, p + c)])
+  # Targets: the next token of the token's own branch; a branch's last slot targets padding.
+  np.testing.assert_array_equal(batch["targets"][0, :p + a - 1], batch["tokens"][0, 1:p + a])
+  assert batch["targets"][0, p + a - 1] == tok.pad_id
+  # A short pair's row is right-padded: segment and prefix 0, so padding sees padding only.
+  filled = int((batch["segment_ids"][1] > 0).sum())
+  assert filled == pairs.prompt_len[1] + 1 + (pairs.lengths[1] - pairs.prompt_len[1]).sum() < 48
+  assert (batch["prefix_ids"][1, filled:] == 0).all() and (batch["tokens"][1, filled:] == tok.pad_id).all()
 
 
 def test_hh_rlhf_multi_turn_pairs_batch_correctly(tmp_path, tok):
@@ -87,21 +109,25 @@ def test_hh_rlhf_multi_turn_pairs_batch_correctly(tmp_path, tok):
   path.write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
   records = sources.load_file(str(path), "hh_rlhf", "preference").records
   assert [m["role"] for m in records[0]["messages"]] == ["user", "assistant", "user"]
-  pairs, batch = _batch(tok, records)
+  pairs, batch = _batch(tok, records, seq_len=160)
   assert len(pairs) == 2
+  sides = preference.side_rows(batch, tok.pad_id)
   for i, record in enumerate(records):
     for s, side in enumerate(preference.SIDES):
-      # The row is the conversation rendered whole (earlier assistant turns included), up to the closing
-      # <|im_end|>; loss_mask marks exactly the targets the chat template would train on (the last answer).
+      # Each side's row is the conversation rendered whole (earlier assistant turns included), up to the
+      # closing <|im_end|>; loss_mask marks exactly the targets the chat template would train on (the last answer).
       rendered = chat_template.render(tok, record["messages"] + [{"role": "assistant", "content": record[side]}])
       n = int(batch["last_index"][i, s]) + 1
-      assert rendered.ids[:n] == batch["tokens"][i, s, :n].tolist() and len(rendered.ids) > n
+      assert rendered.ids[:n] == sides["tokens"][i, s, :n].tolist() and len(rendered.ids) > n
       np.testing.assert_array_equal(batch["loss_mask"][i, s, :n - 1], rendered.loss_mask[1:n])
       assert batch["loss_mask"][i, s, n - 1:].sum() == 0
-      np.testing.assert_array_equal(batch["targets"][i, s, :n - 1], batch["tokens"][i, s, 1:n])
-      np.testing.assert_array_equal(batch["segment_ids"][i, s], np.arange(96) < n)
-      np.testing.assert_array_equal(batch["positions"][i, s, :n], np.arange(n))
-      assert tok.decode(batch["tokens"][i, s, n - 1:n]) == "<|im_end|>"
+      # The shared row's targets, read per side, are each side's next tokens.
+      side_targets = np.take_along_axis(batch["targets"][i], batch["side_index"][i, s], -1)
+      np.testing.assert_array_equal(side_targets[:n - 1], sides["tokens"][i, s, 1:n])
+      np.testing.assert_array_equal(sides["segment_ids"][i, s], np.arange(160) < n)
+      np.testing.assert_array_equal(np.take_along_axis(batch["positions"][i], batch["side_index"][i, s], -1)[:n],
+                                    np.arange(n))
+      assert tok.decode(sides["tokens"][i, s, n - 1:n]) == "<|im_end|>"
     assert pairs.prompt_len[i] == len(chat_template.prompt_ids(tok, record["messages"]))
 
 
@@ -142,7 +168,7 @@ def test_shared_preference_datasets_load_and_batch(shared_data, tok, tmp_path, n
   assert counts["train_pairs"] + counts["eval_pairs"] + counts["dropped_too_long"] == len(train) + len(held)
   assert counts["train_pairs"] > 0  # a 512-token world tokenizer makes long English/Chinese answers long
   batch = batches.next(None)
-  assert batch["tokens"].shape == (config.data.batch_size, 2, 1024) and batch["weight"].shape == (8,)
+  assert batch["tokens"].shape == (config.data.batch_size, 1024) and batch["weight"].shape == (8,)
   assert (batch["loss_mask"].sum(-1) > 0).all()  # every side has answer tokens
   assert (batch["last_index"] < 1024).all() and eval_batches[0]["tokens"].shape == batch["tokens"].shape
 
@@ -166,8 +192,10 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
                               cfg=_cfg(reward={"margin": margin, "prefix_weight": 0.0, "lm_weight": 0.0}))
   (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, {}, batch, None)
 
-  # By hand: hidden state at each side's last real token, r = h.w + b, loss = mean -log sigmoid(dr - margin).
-  rows = reward_loss_lib.flat_pairs(batch)
+  # By hand, on each side's own row: hidden state at its last real token, r = h.w + b,
+  # loss = mean -log sigmoid(dr - margin).
+  rows = _flat_sides(batch, tok.pad_id)
+  sides = preference.side_rows(batch, tok.pad_id)
   hidden = np.asarray(_hidden(weights, rows["tokens"], rows["positions"], rows["segment_ids"]), np.float64)
   h = hidden[np.arange(8), rows["last_index"]].reshape(4, 2, -1)[:3]
   w, b = np.asarray(head["w"], np.float64), float(head["b"])
@@ -190,7 +218,7 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
   r_all = (hidden @ w + b).reshape(4, 2, -1)
   per_pair = []
   for i in range(3):
-    first = int(np.argmax(batch["tokens"][i, 0] != batch["tokens"][i, 1]))
+    first = int(np.argmax(sides["tokens"][i, 0] != sides["tokens"][i, 1]))
     assert first >= pairs.prompt_len[i]  # the shared prompt never differs
     end = int(batch["last_index"][i].min())
     d_t = r_all[i, 0, first:end + 1] - r_all[i, 1, first:end + 1]
@@ -214,7 +242,7 @@ def test_bradley_terry_loss_and_gradient_match_a_hand_computation(tok):
   lm_loss, lm_metrics = jax.jit(loss_fn)(ll_params, {}, batch, None)
   nll, count = 0.0, 0
   for i in range(3):
-    ids, n, p = batch["tokens"][i, 0], pairs.lengths[i, 0], pairs.prompt_len[i]
+    ids, n, p = sides["tokens"][i, 0], pairs.lengths[i, 0], pairs.prompt_len[i]
     logp = jax.nn.log_softmax(_logits(weights, ids[None, :n])[0], axis=-1)
     nll -= sum(float(logp[t - 1, ids[t]]) for t in range(p, n))
     count += n - p

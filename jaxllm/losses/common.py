@@ -13,13 +13,14 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
                     chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
   """(log p(targets) [B, L], logsumexp of the logits [B, L]), both f32.
 
-  batch holds `tokens`, `targets` and optionally `positions`, `segment_ids`. With 0 < chunk_size < the
+  batch holds `tokens`, `targets` and optionally `positions`, `segment_ids`, `prefix_ids`. With 0 < chunk_size < the
   vocabulary size, the output head runs over vocabulary slices of that many entries
   (`vocab_chunks.head_logprobs`): never more than [B * L, chunk_size] f32 logits at once, forward or backward.
   """
   rngs = {"dropout": rng} if rng is not None else {}
   hidden_BLD = model.apply({"params": weights}, batch["tokens"], batch.get("positions"),
-                           batch.get("segment_ids"), lora=lora, return_hidden=True, rngs=rngs)
+                           batch.get("segment_ids"), lora=lora, return_hidden=True,
+                           prefix_ids_BL=batch.get("prefix_ids"), rngs=rngs)
   return hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)
 
 

@@ -29,26 +29,25 @@ import jax.numpy as jnp
 
 from jaxllm.losses import register
 from jaxllm.losses.common import target_logprobs
-from jaxllm.losses.reward import flat_pairs, pair_mean, ranked_right
+from jaxllm.losses.reward import pair_mean, ranked_right, side_view
 from jaxllm.state import policy_weights, reference_weights
 
 VARIANTS = ("sigmoid", "ipo")
 
 
-def sequence_logps(model, weights, lora, rows: dict, rng, chunk_size: int) -> tuple[jax.Array, jax.Array]:
-  """(summed answer log-probs [B, 2], answer token counts [B, 2]) of [2B, L] pair rows."""
-  logp_2BL, _ = target_logprobs(model, weights, lora, rows, rng, chunk_size)
-  mask_2BL = rows["loss_mask"]
-  return (logp_2BL * mask_2BL).sum(-1).reshape(-1, 2), mask_2BL.sum(-1).reshape(-1, 2)
+def sequence_logps(model, weights, lora, batch: dict, rng, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """(summed answer log-probs [B, 2], answer token counts [B, 2]) of a batch of shared-prompt pair rows."""
+  logp_BL, _ = target_logprobs(model, weights, lora, batch, rng, chunk_size)
+  mask_B2L = batch["loss_mask"]
+  return (side_view(logp_BL, batch) * mask_B2L).sum(-1), mask_B2L.sum(-1)
 
 
 def dpo_loss(params, frozen, batch, rng, *, model, cfg):
   d = cfg.dpo
-  rows = flat_pairs(batch)
   weights, lora = policy_weights(params, frozen)
-  policy_B2, n_tokens_B2 = sequence_logps(model, weights, lora, rows, rng, cfg.loss.chunk_size)
+  policy_B2, n_tokens_B2 = sequence_logps(model, weights, lora, batch, rng, cfg.loss.chunk_size)
   ref_weights, ref_lora = reference_weights(frozen)
-  ref_B2, _ = sequence_logps(model, ref_weights, ref_lora, rows, None, cfg.loss.chunk_size)
+  ref_B2, _ = sequence_logps(model, ref_weights, ref_lora, batch, None, cfg.loss.chunk_size)
   ref_B2 = jax.lax.stop_gradient(ref_B2)
   ratio_B2 = policy_B2 - ref_B2  # log pi/ref of each side
   h_B = ratio_B2[:, 0] - ratio_B2[:, 1]

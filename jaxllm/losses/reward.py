@@ -1,7 +1,8 @@
 """Bradley-Terry reward-model loss on preference pairs: -log sigmoid(r_chosen - r_rejected - margin).
 
-Both sides of every pair run as one [2B, L] forward pass; each reward is the scalar head at the side's last
-real token, plus, when the head holds a `loglik_weight` (`cfg.reward.loglik_init` > 0), that trained weight
+A batch holds each pair as one row, the prompt shared by both answers (data/preference.py); the trunk runs over
+those [B, L] rows once and every per-token value is then read per side through `side_index` (`side_view`), as
+if each side had had its own row. Each reward is the scalar head at the side's last real token, plus, when the head holds a `loglik_weight` (`cfg.reward.loglik_init` > 0), that trained weight
 times the trunk's own log-likelihood of the sequence (`reward_model.read_rewards`, which scoring reads too).
 `cfg.reward.margin` > 0 asks for chosen to beat rejected by at least that much (a constant margin; LLaMA-2 used
 a per-pair one from rating gaps). Pair means are weighted by `batch["weight"]` (0 for filler rows of a short
@@ -32,14 +33,32 @@ import jax.numpy as jnp
 
 from jaxllm import reward_model
 from jaxllm.losses import register
-from jaxllm.losses.common import masked_mean
+from jaxllm.losses.common import hidden_logprobs, masked_mean
 from jaxllm.state import policy_weights
 
 
-def flat_pairs(batch: dict) -> dict:
-  """[B, 2, ...] pair arrays -> [2B, ...] rows (row 2i chosen, 2i+1 rejected of pair i); no data movement."""
-  return {k: batch[k].reshape((-1,) + batch[k].shape[2:])
-          for k in ("tokens", "targets", "positions", "segment_ids", "loss_mask", "last_index")}
+def side_view(x_BL: jax.Array, batch: dict) -> jax.Array:
+  """Per-token values of the shared pair rows [B, L] read as each side's own row [B, 2, L] (entry t: the
+  side's t-th token; past the side's end, values of slot 0, which every mask leaves out)."""
+  return jnp.take_along_axis(x_BL[:, None, :], batch["side_index"], axis=-1)
+
+
+def pair_scores(model, weights, head: dict, hidden_BLD: jax.Array, batch: dict, chunk_size: int = 0,
+                with_logprobs: bool = False) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """(rewards [B, 2], head scores in the side view [B, 2, L], next-token log-probs in the side view [B, 2, L]
+  or None) from the trunk's hidden states over pair rows. A reward is what `reward_model.read_rewards` gives
+  the side's own row: the head at its last token, plus head[LOGLIK] times the log-likelihood of its tokens
+  after the first. The LM head runs (once) when the reward or the caller (`with_logprobs`) needs it."""
+  r_B2L = side_view(reward_model.head_scores(head, hidden_BLD), batch)
+  r_B2 = jnp.take_along_axis(r_B2L, batch["last_index"][..., None], axis=-1)[..., 0]
+  next_logp_B2L = None
+  if with_logprobs or reward_model.LOGLIK in head:
+    logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)  # next token of the branch
+    next_logp_B2L = side_view(logp_BL.astype(jnp.float32), batch)
+  if reward_model.LOGLIK in head:
+    side_segments_B2L = (jnp.arange(r_B2L.shape[-1]) <= batch["last_index"][..., None]).astype(jnp.int32)
+    r_B2 = r_B2 + head[reward_model.LOGLIK] * reward_model.loglik(next_logp_B2L[..., :-1], side_segments_B2L)
+  return r_B2, r_B2L, next_logp_B2L
 
 
 def pair_mean(x_B: jax.Array, weight_B: jax.Array) -> jax.Array:
@@ -53,8 +72,8 @@ def ranked_right(margin_B: jax.Array) -> jax.Array:
 
 def prefix_loss(r_B2L: jax.Array, batch: dict, margin: float) -> jax.Array:
   """Mean BT loss over aligned prefixes (chosen[:t+1] vs rejected[:t+1]) from the first differing token to the
-  end of the shorter side, per pair, then over pairs."""
-  tokens_B2L, last_B2 = batch["tokens"], batch["last_index"]
+  end of the shorter side, per pair, then over pairs; r_B2L in the side view."""
+  tokens_B2L, last_B2 = side_view(batch["tokens"], batch), batch["last_index"]
   slot_L = jnp.arange(tokens_B2L.shape[-1])
   first_B = jnp.argmax(tokens_B2L[:, 0] != tokens_B2L[:, 1], axis=-1)  # chosen != rejected, so one exists
   mask_BL = (slot_L >= first_B[:, None]) & (slot_L <= last_B2.min(axis=1)[:, None])
@@ -63,35 +82,34 @@ def prefix_loss(r_B2L: jax.Array, batch: dict, margin: float) -> jax.Array:
   return pair_mean(per_pair_B, batch["weight"])
 
 
-def chosen_nll(next_logp_2BL: jax.Array, rows: dict, weight_B: jax.Array) -> jax.Array:
-  """Per-token NLL of the chosen answers (rows 0, 2, 4, ... are chosen) from the trunk's own LM head's
-  `reward_model.next_token_logprobs`. Slot t's target is token t + 1, so the last slot (never an answer
-  target) has no entry."""
-  return masked_mean(-next_logp_2BL[0::2], rows["loss_mask"][0::2, :-1] * weight_B[:, None])[0]
+def chosen_nll(next_logp_B2L: jax.Array, batch: dict) -> jax.Array:
+  """Per-token NLL of the chosen answers (side 0) from the trunk's own LM head's next-token log-probs in the
+  side view (entry t: log p(token t + 1)), pairs weighted by `batch["weight"]`."""
+  return masked_mean(-next_logp_B2L[:, 0], batch["loss_mask"][:, 0] * batch["weight"][:, None])[0]
+
+
+def pair_hidden_states(model, weights, lora, batch: dict, rng=None) -> jax.Array:
+  """The trunk's final hidden states [B, L, D] over the shared pair rows."""
+  return reward_model.hidden_states(model, weights, lora, batch["tokens"], batch["positions"],
+                                    batch["segment_ids"], rng, prefix_ids_BL=batch["prefix_ids"])
 
 
 def reward_loss(params, frozen, batch, rng, *, model, cfg):
   weights, lora = policy_weights(params, frozen)
-  rows = flat_pairs(batch)
-  hidden_2BLD = reward_model.hidden_states(model, weights, lora, rows["tokens"], rows["positions"],
-                                           rows["segment_ids"], rng)
+  hidden_BLD = pair_hidden_states(model, weights, lora, batch, rng)
   head = params[reward_model.HEAD]
-  next_logp_2BL = None  # the LM head runs once for both the log-likelihood reward term and the NLL term
-  if reward_model.LOGLIK in head or cfg.reward.lm_weight > 0:
-    next_logp_2BL = reward_model.next_token_logprobs(model, weights, hidden_2BLD, rows["tokens"],
-                                                     cfg.loss.chunk_size)
-  r_B2 = reward_model.read_rewards(model, weights, head, hidden_2BLD, rows["tokens"], rows["segment_ids"],
-                                   rows["last_index"], next_logp_BL=next_logp_2BL).reshape(-1, 2)
+  # the LM head runs once for both the log-likelihood reward term and the NLL term
+  r_B2, r_B2L, next_logp_B2L = pair_scores(model, weights, head, hidden_BLD, batch, cfg.loss.chunk_size,
+                                           with_logprobs=cfg.reward.lm_weight > 0)
   margin_B = r_B2[:, 0] - r_B2[:, 1]
   w_B = batch["weight"]
   loss = pair_mean(-jax.nn.log_sigmoid(margin_B - cfg.reward.margin), w_B)
   extra = {}
   if cfg.reward.prefix_weight > 0:
-    r_2BL = reward_model.head_scores(head, hidden_2BLD)
-    extra["prefix_loss"] = prefix_loss(r_2BL.reshape((-1, 2) + r_2BL.shape[1:]), batch, cfg.reward.margin)
+    extra["prefix_loss"] = prefix_loss(r_B2L, batch, cfg.reward.margin)
     loss = loss + cfg.reward.prefix_weight * extra["prefix_loss"]
   if cfg.reward.lm_weight > 0:
-    extra["chosen_nll"] = chosen_nll(next_logp_2BL, rows, w_B)
+    extra["chosen_nll"] = chosen_nll(next_logp_B2L, batch)
     loss = loss + cfg.reward.lm_weight * extra["chosen_nll"]
   metrics = {
       "accuracy": pair_mean(ranked_right(margin_B), w_B),

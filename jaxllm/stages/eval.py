@@ -21,8 +21,9 @@ import numpy as np
 
 from jaxllm import evals, runtime, train
 from jaxllm.data import pipelines, preference, sources, synthetic, text
-from jaxllm.losses.common import target_logprobs
-from jaxllm.reward_model import HEAD, rewards
+from jaxllm.losses.dpo import sequence_logps
+from jaxllm.losses.reward import pair_hidden_states, pair_scores
+from jaxllm.reward_model import HEAD
 from jaxllm.state import TrainState
 
 TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
@@ -84,14 +85,10 @@ def pair_accuracy(env: runtime.Env) -> dict:
 
   @jax.jit
   def scores(b):  # [B, 2] for (chosen, rejected)
-    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in b.items() if k != "weight"}
     if head is not None:
-      out = rewards(env.model, weights, None, head, flat["tokens"], flat["positions"], flat["segment_ids"],
-                    flat["last_index"])
-    else:
-      logp, _ = target_logprobs(env.model, weights, None, flat, None)
-      out = (logp * flat["loss_mask"]).sum(-1)
-    return out.reshape(-1, 2)
+      hidden = pair_hidden_states(env.model, weights, None, b)
+      return pair_scores(env.model, weights, head, hidden, b, c.loss.chunk_size)[0]
+    return sequence_logps(env.model, weights, None, b, None, c.loss.chunk_size)[0]
 
   right, total = 0.0, 0.0
   for b in held_batches:
