@@ -21,7 +21,9 @@ Rows, each in its own subprocess (so peak memories never mix) and timed round-ro
   torch_compile  torch_eager with torch.compile on the forward + loss (inductor; backward via AOTAutograd)
   hf_eager       transformers LlamaForCausalLM with the same config (sdpa attention), same optimizer
 then (not interleaved) a GRPO step split: rollout (sampling.generate, temperature 1, no stop token), one
-reference log-prob pass over the rollout (rl's jitted log-prob function), and one `grpo` update step.
+reference log-prob pass over the rollout (rl's jitted log-prob function), and one `grpo` update step, both over
+the rollout's group rows (`rl.group_layout`: one row per prompt, its completions behind it; their tokens/s
+count that row's slots).
 
 Model FLOPs per token (the MFU numerator), with N = matmul parameters: q,k,v,o,gate,up,down of every layer
 plus the untied output head (the input embedding is a lookup and not counted; norms are negligible):
@@ -346,6 +348,7 @@ def grpo_split(s: dict, args) -> dict:
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, s["vocab"], rng.integers(prompt_len // 2, prompt_len + 1))) for _ in range(prompts_n)]
   rows_prompts = [p for p in prompts for _ in range(group)]
+  row_len = rl.group_row_len(prompt_len, new, group)
   params = sampling.SamplingParams(max_new_tokens=new, temperature=1.0)
 
   def timed(fn, repeats=1):  # each part runs for seconds: one timed call after the compiling one
@@ -359,8 +362,8 @@ def grpo_split(s: dict, args) -> dict:
 
   sample_s, gen = timed(lambda: sampling.generate(env.model, weights, rows_prompts, params, jax.random.PRNGKey(0)))
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(rows)]
-  batch = rl.layout(rows_prompts, completions, c.data.seq_len, 0)
-  ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, c.data.batch_size))
+  batch = rl.group_layout([tuple(p) for p in prompts], completions, group, c.data.seq_len, row_len, 0)
+  ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, prompts_n))
   batch["sampler_logprobs"] = batch["ref_logprobs"] = ref_lp  # one step per rollout: no old_logprobs
   batch["advantages"] = rng.normal(size=rows).astype(np.float32)
   box = {"state": state}
@@ -371,8 +374,8 @@ def grpo_split(s: dict, args) -> dict:
     return jax.block_until_ready(m)
 
   update_s, _ = timed(update)
-  n_tok = rows * c.data.seq_len
-  return {"prompts": prompts_n, "group": group, "prompt_len": prompt_len, "new_tokens": new,
+  n_tok = batch["tokens"].size  # token slots the model runs over: one row of row_len per group
+  return {"prompts": prompts_n, "group": group, "prompt_len": prompt_len, "new_tokens": new, "row_len": row_len,
           "rollout_s": sample_s, "rollout_tok_s": rows * new / sample_s,
           "ref_logprobs_s": ref_s, "ref_logprobs_tok_s": n_tok / ref_s,
           "update_s": update_s, "update_tok_s": n_tok / update_s}

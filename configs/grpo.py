@@ -31,7 +31,7 @@ def rl_defaults() -> ml_collections.ConfigDict:
   r.max_prompt_len = 64  # prompts longer than this (in tokens) are dropped and counted, never cut
   r.max_new_tokens = 32  # completion budget; a completion without a stop token by then is "truncated"
   r.ppo_epochs = 1  # passes over each rollout
-  r.minibatches = 1  # optimizer steps per pass; steps per rollout = ppo_epochs * minibatches
+  r.minibatches = 1  # optimizer steps per pass, each on P / minibatches whole groups; steps per rollout = ppo_epochs * minibatches
   r.clip_eps = 0.2  # importance ratio clipped to [1 - clip_eps, 1 + clip_eps_high]
   r.clip_eps_high = 0.0  # upper clip (DAPO's clip-higher, e.g. 0.28); 0 = clip_eps
   r.kl_beta = 0.02  # coefficient of the k3 KL to the reference policy; 0 = no KL term (still logged)

@@ -100,8 +100,9 @@ Workdir `{os.path.abspath(workdir)}`, seed {config.seed}, total wall time {total
 
 {report.markdown_table(header, _rows(workdir, summaries))}
 
-Tokens seen = steps x batch size x sequence length (padding included). Held-out metrics are measured on
-problems, documents or pairs that no stage trained on.
+Tokens seen = steps x batch size x sequence length (padding included; for GRPO, whose batch is samples, each
+sample's own row: the model runs over one shorter row per group, its prompt once). Held-out metrics are
+measured on problems, documents or pairs that no stage trained on.
 
 ## Machine
 - jax {jax.__version__}, backend `{jax.default_backend()}`, {len(devices)} device(s): {devices[0].device_kind}

@@ -1,18 +1,32 @@
 """Rollouts for GRPO: sample G completions per prompt with the current policy, score them, turn the scores into
 group-relative advantages, and lay everything out as fixed-shape batches for the `grpo` loss.
 
-One rollout = `rl.prompts_per_step` prompts x `rl.group_size` samples = R rows. It feeds
-`rl.ppo_epochs * rl.minibatches` optimizer steps of R / minibatches rows each (`data.batch_size`); then the
-next rollout is drawn with the updated policy. Shapes (P prompts, G group size, R = P*G rows, L = data.seq_len
-= rl.max_prompt_len + rl.max_new_tokens):
+One rollout = `rl.prompts_per_step` prompts x `rl.group_size` samples = R samples. It feeds
+`rl.ppo_epochs * rl.minibatches` optimizer steps of P / minibatches whole groups each (R / minibatches
+samples, `data.batch_size`); then the next rollout is drawn with the updated policy.
 
-  tokens, targets, positions, segment_ids  [R, L] int32   prompt + completion, right-padded (segment 0)
+A group trains as one row: the prompt once, then its G completions, each seeing the prompt and itself only
+(`prefix_ids`, as preference pairs do, data/preference.py), so the forward and backward passes run over
+P rows of `group_row_len` tokens instead of R rows of L: on the pipeline's GRPO (prompts ~52 tokens,
+completions ~14, G = 8) 16 x 327 instead of 128 x 96 tokens a step. Every sample's log-probs are exactly
+those of its own row (`losses.grpo.sample_logprobs` reads them through `side_index`). Shapes (P prompts,
+G group size, R = P*G samples prompt-major, L = data.seq_len = rl.max_prompt_len + rl.max_new_tokens,
+S = group_row_len = rl.max_prompt_len - 1 + G * (1 + rl.max_new_tokens)):
+
+  tokens, targets, positions,              [P, S] int32   P[:-1] | P[-1] c_1 | ... | P[-1] c_G | padding;
+  segment_ids, prefix_ids                                 segments 1 | 2 | ... | G+1 | 0, prefix 1 (0 on
+                                                          padding), positions those of each sample's own
+                                                          row, a target the next token of its branch
+  side_index                               [P, G, L] int32 the group-row slot of each sample's t-th token
   loss_mask                                [R, L] f32     1 on targets that are completion tokens (the stop
                                                           token included), 0 on prompt and padding
   old_logprobs, ref_logprobs               [R, L] f32     log pi_old / log pi_ref of each target (0 off-mask);
                                                           old_logprobs only when a rollout feeds > 1 step
   sampler_logprobs                         [R, L] f32     the sampling engine's log p of each target
   advantages                               [R]    f32     (r - mean_group) / (std_group + eps)
+
+The [R, L] arrays are those of `layout`, which lays each sample out as its own row (the plain layout the
+loss also takes).
 
 With one optimizer step per rollout (ppo_epochs = minibatches = 1, the default) the policy being updated is
 the one that sampled, so the `grpo` loss takes its own log-probs, stop-gradient, as the old ones: the ratio is
@@ -35,11 +49,12 @@ import jax
 import numpy as np
 
 from jaxllm import chat_template, sampling
-from jaxllm.losses.common import target_logprobs
+from jaxllm.losses.grpo import sample_logprobs
 from jaxllm.rewards import Combined
 from jaxllm.state import TrainState, policy_weights, reference_weights
 
 _SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
+GROUP_KEYS = ("tokens", "targets", "positions", "segment_ids", "prefix_ids", "side_index")  # [P, ...]; the rest [R, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +115,52 @@ def layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], seq_le
   return batch
 
 
+def group_row_len(max_prompt_len: int, max_new_tokens: int, group_size: int) -> int:
+  """Tokens in a group row that holds the longest prompt and G completions of the longest length."""
+  return max_prompt_len - 1 + group_size * (1 + max_new_tokens)
+
+
+def group_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], group_size: int, seq_len: int,
+                 row_len: int, pad_id: int, completion_logprobs: list[np.ndarray] | None = None
+                 ) -> dict[str, np.ndarray]:
+  """One row per prompt holding its `group_size` completions (completions prompt-major: i * G + g is prompt
+  i's g-th), with `side_index` and the per-sample arrays of `layout` (see the module doc)."""
+  g = group_size
+  per_sample = layout([p for p in prompts for _ in range(g)], completions, seq_len, pad_id, completion_logprobs)
+  n = len(prompts)
+  rows = {k: np.full((n, row_len), pad_id if k in ("tokens", "targets") else 0, np.int32)
+          for k in ("tokens", "targets", "positions", "segment_ids", "prefix_ids")}
+  side_index = np.zeros((n, g, seq_len), np.int32)
+  for i, prompt in enumerate(prompts):
+    p = len(prompt)
+    shared = slice(0, p - 1)
+    rows["tokens"][i, shared], rows["targets"][i, shared] = prompt[:-1], prompt[1:]
+    rows["segment_ids"][i, shared] = rows["prefix_ids"][i, shared] = 1
+    rows["positions"][i, shared] = side_index[i, :, shared] = np.arange(p - 1)
+    start = p - 1
+    for j in range(g):
+      branch = np.concatenate([np.asarray(prompt[-1:], np.int32), np.asarray(completions[i * g + j], np.int32)])
+      end = start + len(branch)
+      if end > row_len:
+        raise ValueError(f"prompt {i}: {p} prompt tokens and {g} completions need more than {row_len} tokens "
+                         f"of a group row")
+      rows["tokens"][i, start:end] = branch
+      rows["targets"][i, start:end - 1] = branch[1:]
+      rows["segment_ids"][i, start:end], rows["prefix_ids"][i, start:end] = 2 + j, 1
+      rows["positions"][i, start:end] = np.arange(p - 1, p - 1 + len(branch))
+      seen = min(len(branch), seq_len - (p - 1))  # a sample's last token may be a target only (row of L + 1)
+      side_index[i, j, p - 1:p - 1 + seen] = np.arange(start, start + seen)
+      start = end
+  return {**rows, "side_index": side_index,
+          **{k: v for k, v in per_sample.items() if k not in ("tokens", "targets", "positions", "segment_ids")}}
+
+
+def take_groups(batch: dict[str, np.ndarray], groups: np.ndarray, group_size: int) -> dict[str, np.ndarray]:
+  """The sub-batch of the given groups: their rows of the [P, ...] arrays, their samples of the [R, ...] ones."""
+  samples = (np.asarray(groups)[:, None] * group_size + np.arange(group_size)).reshape(-1)
+  return {k: v[groups] if k in GROUP_KEYS else v[samples] for k, v in batch.items()}
+
+
 @dataclasses.dataclass
 class Rollout:
   batch: dict[str, np.ndarray]  # the whole rollout, [R, ...]
@@ -107,20 +168,21 @@ class Rollout:
 
 
 def _logprob_fn(env):
-  """Jitted log pi(targets) [B, L] of a batch under (weights, lora), deterministic, masked to the loss mask."""
+  """Jitted log pi(targets) [R, L] of a group batch under (weights, lora), deterministic, masked to the loss mask."""
   def fn(weights, lora, batch):
-    logp_BL, _ = target_logprobs(env.model, weights, lora, batch, None, env.config.loss.chunk_size)
-    return logp_BL * batch["loss_mask"]
+    return sample_logprobs(env.model, weights, lora, batch, None, env.config.loss.chunk_size) * batch["loss_mask"]
   return env.jit_cache(("rl_logprobs",), lambda: jax.jit(fn))
 
 
-def _logprobs(env, weights, lora, batch: dict, rows_per_call: int) -> np.ndarray:
-  """Log-probs over the rollout in chunks of the train batch's shape (one compiled program)."""
+def _logprobs(env, weights, lora, batch: dict, groups_per_call: int) -> np.ndarray:
+  """Log-probs [R, L] over the rollout in chunks of the train batch's groups (one compiled program)."""
   fn = _logprob_fn(env)
-  keys = ("tokens", "targets", "positions", "segment_ids", "loss_mask")
+  g = batch["side_index"].shape[1]
+  keys = (*GROUP_KEYS, "loss_mask")
   out = []
-  for s in range(0, len(batch["tokens"]), rows_per_call):
-    out.append(np.asarray(jax.device_get(fn(weights, lora, {k: batch[k][s:s + rows_per_call] for k in keys}))))
+  for s in range(0, len(batch["tokens"]), groups_per_call):
+    chunk = take_groups({k: batch[k] for k in keys}, np.arange(s, s + groups_per_call), g)
+    out.append(np.asarray(jax.device_get(fn(weights, lora, chunk))))
   return np.concatenate(out)
 
 
@@ -148,12 +210,13 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   adv_PG, live_P = group_advantages(total_R.reshape(-1, g), rl.scale_std, rl.adv_eps, rl.drop_equal_groups)
   t_score = time.perf_counter()
 
-  batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
+  batch = group_layout([p.ids for p in prompts], completions, g, env.config.data.seq_len,
+                       group_row_len(rl.max_prompt_len, rl.max_new_tokens, g), tok.pad_id, list(gen.logprobs))
   ref_weights, ref_lora = reference_weights(state.frozen)
-  bs = env.config.data.batch_size
+  groups_per_step = len(prompts) // rl.minibatches
   if rl.ppo_epochs * rl.minibatches > 1:
-    batch["old_logprobs"] = _logprobs(env, weights, lora, batch, bs)
-  batch["ref_logprobs"] = _logprobs(env, ref_weights, ref_lora, batch, bs)
+    batch["old_logprobs"] = _logprobs(env, weights, lora, batch, groups_per_step)
+  batch["ref_logprobs"] = _logprobs(env, ref_weights, ref_lora, batch, groups_per_step)
   batch["loss_mask"] *= np.repeat(live_P, g)[:, None].astype(np.float32)  # dropped groups: no loss at all
   batch["advantages"] = adv_PG.reshape(-1)
   t_end = time.perf_counter()
@@ -172,7 +235,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
 
 class RolloutSource:
   """A train.BatchSource: one rollout per rl.ppo_epochs * rl.minibatches optimizer steps, served as shuffled
-  minibatches of data.batch_size rows. Its state is the number of rollouts drawn (prompt position = rollouts *
+  minibatches of whole groups (data.batch_size samples). Its state is the number of rollouts drawn (prompt position = rollouts *
   prompts_per_step, walking a fresh seeded permutation each epoch); checkpoints fall on rollout boundaries
   (the stage checks checkpoint.every and steps), so a resumed run draws exactly the rollout it would have."""
 
@@ -204,9 +267,9 @@ class RolloutSource:
     now = time.perf_counter()
     update_sec = (now - self._update_start - self.eval_sec) if self._update_start is not None else 0.0
     self.current = rollout(self.env, state, prompts, self.rewards, key)
-    rows = len(self.current.batch["advantages"])
+    groups = len(self.current.batch["tokens"])
     shuffle = np.random.default_rng([self.seed, self.rollouts, 1])
-    self.order = [shuffle.permutation(rows) for _ in range(self.rl.ppo_epochs)]
+    self.order = [shuffle.permutation(groups) for _ in range(self.rl.ppo_epochs)]
     self.last_stats = {**self.current.stats, "update_sec": update_sec, "rollouts": float(self.rollouts + 1)}
     self.rollouts += 1
     self.served = 0
@@ -217,10 +280,10 @@ class RolloutSource:
     if self.current is None or self.served == self.steps_per_rollout:
       self._new_rollout(state)
     epoch, mb = divmod(self.served, self.rl.minibatches)
-    rows = len(self.order[epoch]) // self.rl.minibatches
-    idx = np.sort(self.order[epoch][mb * rows:(mb + 1) * rows])
+    n = len(self.order[epoch]) // self.rl.minibatches
+    groups = np.sort(self.order[epoch][mb * n:(mb + 1) * n])
     self.served += 1
-    return {k: v[idx] for k, v in self.current.batch.items()}
+    return take_groups(self.current.batch, groups, self.rl.group_size)
 
   def get_state(self) -> dict[str, Any]:
     return {"rollouts": self.rollouts, "served": self.served}

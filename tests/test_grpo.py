@@ -60,6 +60,39 @@ def test_layout_masks_exactly_the_completion_targets():
     rl.layout([(1,) * 6], [np.arange(4)], seq_len=8, pad_id=0)
 
 
+def test_group_rows_share_the_prompt_and_give_each_sample_its_own_log_probs():
+  """group_layout: prompt once, then each completion behind it; sample_logprobs reads, per sample, exactly the
+  log-probs its own row (`layout`) gives, a completion that fills its row to L + 1 included; take_groups keeps
+  groups and their samples together."""
+  rng = np.random.default_rng(0)
+  prompts = [(1, 2, 3), (4,), tuple(rng.integers(1, 64, 8))]
+  completions = [np.array([5, 6]), np.array([7]), np.array([8, 9, 10]),
+                 np.array([11, 12]), np.array([13]), np.array([14, 15, 16, 17]),
+                 rng.integers(1, 64, 7), rng.integers(1, 64, 2), rng.integers(1, 64, 5)]  # 8 + 7 = L + 1
+  seq_len, row_len = 14, rl.group_row_len(8, 7, 3)
+  batch = rl.group_layout(prompts, completions, 3, seq_len, row_len, pad_id=0)
+  assert batch["tokens"].shape == (3, row_len) and batch["side_index"].shape == (3, 3, seq_len)
+  np.testing.assert_array_equal(batch["tokens"][0, :12], [1, 2, 3, 5, 6, 3, 7, 3, 8, 9, 10, 0])
+  np.testing.assert_array_equal(batch["targets"][0, :11], [2, 3, 5, 6, 0, 7, 0, 8, 9, 10, 0])
+  np.testing.assert_array_equal(batch["segment_ids"][0, :12], [1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 4, 0])
+  np.testing.assert_array_equal(batch["prefix_ids"][0, :12], [1] * 11 + [0])
+  np.testing.assert_array_equal(batch["positions"][0, :11], [0, 1, 2, 3, 4, 2, 3, 2, 3, 4, 5])
+  np.testing.assert_array_equal(batch["side_index"][0, 1, :4], [0, 1, 5, 6])
+  plain = rl.layout([p for p in prompts for _ in range(3)], completions, seq_len, pad_id=0)
+  np.testing.assert_array_equal(batch["loss_mask"], plain["loss_mask"])
+  w = _weights()
+  mask = plain["loss_mask"]
+  by_rows = np.asarray(_logp(w, plain)) * mask
+  np.testing.assert_allclose(np.asarray(grpo_lib.sample_logprobs(MODEL, w, None, batch, None)) * mask, by_rows,
+                             atol=1e-5)
+  assert np.abs(by_rows[6:9]).sum() > 0
+  sub = rl.take_groups(batch, np.array([0, 2]), 3)
+  assert sub["tokens"].shape == (2, row_len) and sub["loss_mask"].shape == (6, seq_len)
+  np.testing.assert_array_equal(sub["loss_mask"][3:], plain["loss_mask"][6:9])
+  with pytest.raises(ValueError, match="group row"):
+    rl.group_layout(prompts, completions, 3, seq_len, 23, pad_id=0)  # group 2 needs 7 + 8 + 3 + 6 = 24
+
+
 # --------------------------------------------------------------------------------------------------- loss
 
 @functools.lru_cache(maxsize=None)
@@ -303,7 +336,8 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   with env.mesh_context():
     batch = source.next(state)
   stats = source.host_metrics()
-  assert batch["tokens"].shape == (16, 80) and batch["advantages"].shape == (16,)
+  assert batch["tokens"].shape == (4, rl.group_row_len(64, 16, 4)) and batch["loss_mask"].shape == (16, 80)
+  assert batch["advantages"].shape == (16,)  # 4 prompts x 4 samples: one group row per prompt
   assert 0.0 <= stats["truncated"] <= 1.0 and stats["completion_len"] > 0  # cut-off replies are scored, no crash
   assert "old_logprobs" not in batch  # one optimizer step per rollout: the loss's own log pi is pi_old
   # Fresh adapters: pi = ref, so the cached sampler's log-probs must match the training forward's.

@@ -14,7 +14,11 @@ aggregated (rl.loss_agg) as
 Rows whose mask is all zero (padding rows, dropped zero-signal groups) count in none of the means, except
 `constant`'s fixed B.
 
-The batch (built by jaxllm/rl.py) carries `ref_logprobs`, computed once per rollout: the reference never
+Log-probs come per sample, [R, L] (`sample_logprobs`), from either layout of the batch: plain rows, one per
+sample, or (what rollouts build, jaxllm/rl.py) one row per prompt holding its G completions behind the shared
+prompt, read per sample through `side_index`; every per-sample array (loss_mask, advantages, ...) is [R, ...].
+
+The batch carries `ref_logprobs`, computed once per rollout: the reference never
 changes, so its log-probs of a rollout are fixed, and computing them with the rollout costs one forward pass
 per rollout instead of one per optimizer step. It carries `old_logprobs` only when a rollout feeds several
 optimizer steps; with one, the policy is the one that sampled and log pi itself (stop-gradient) is pi_old.
@@ -49,10 +53,21 @@ def aggregate(per_token_BL: jax.Array, mask_BL: jax.Array, how: str,
   raise ValueError(f"config.rl.loss_agg: {how!r} is not one of {LOSS_AGGS}")
 
 
+def sample_logprobs(model, weights, lora, batch: dict, rng, chunk_size: int = 0) -> jax.Array:
+  """log pi of every sample's targets, [R, L]: of plain rows as they are; of group rows ([P, row_len], the
+  prompt once and then each completion seeing the prompt and itself, `prefix_ids`) gathered per sample by
+  `side_index` [P, G, L] into the rows each sample would have had alone (R = P * G, prompt-major)."""
+  logp, _ = target_logprobs(model, weights, lora, batch, rng, chunk_size)
+  if "side_index" not in batch:
+    return logp
+  index_PGL = batch["side_index"]
+  return jnp.take_along_axis(logp[:, None, :], index_PGL, axis=-1).reshape(-1, index_PGL.shape[-1])
+
+
 def grpo_loss(params, frozen, batch, rng, *, model, cfg):
   rl = cfg.rl
   weights, lora = policy_weights(params, frozen)
-  logp_BL, _ = target_logprobs(model, weights, lora, batch, rng, cfg.loss.chunk_size)
+  logp_BL = sample_logprobs(model, weights, lora, batch, rng, cfg.loss.chunk_size)
   mask_BL = batch["loss_mask"].astype(jnp.float32)
   live_BL = mask_BL > 0
   adv_B1 = batch["advantages"][:, None]

@@ -28,7 +28,7 @@ import time
 
 import ml_collections
 
-from jaxllm import evals, rewards, rl, runtime, train
+from jaxllm import evals, rewards, rl, runtime, sharding, train
 from jaxllm.config import ConfigError
 from jaxllm.data import sources, synthetic, text
 from jaxllm.losses.grpo import LOSS_AGGS
@@ -48,8 +48,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   require(r.group_size >= 2, "rl.group_size", f"needs >= 2 samples per prompt to compare, got {r.group_size}")
   require(r.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
   require(r.ppo_epochs >= 1, "rl.ppo_epochs", f"must be >= 1, got {r.ppo_epochs}")
-  require(r.minibatches >= 1 and rows % r.minibatches == 0, "rl.minibatches",
-          f"{r.minibatches} does not divide rl.prompts_per_step * rl.group_size = {rows}")
+  require(r.minibatches >= 1 and r.prompts_per_step % r.minibatches == 0, "rl.minibatches",
+          f"{r.minibatches} does not divide rl.prompts_per_step = {r.prompts_per_step} (a minibatch takes whole "
+          f"groups: a group is one row, its prompt shared by its completions)")
   require(config.data.batch_size == rows // r.minibatches, "data.batch_size",
           f"{config.data.batch_size} != rl.prompts_per_step * rl.group_size / rl.minibatches = "
           f"{rows // max(r.minibatches, 1)} (the rows of one optimizer step; leave data.batch_size unset in "
@@ -113,6 +114,10 @@ def run(config: ml_collections.ConfigDict) -> dict:
   if env.process_count > 1:
     raise NotImplementedError("grpo: rollouts run the sampler on one process's prompts; multi-process "
                               "rollouts are not supported yet")
+  groups = r.prompts_per_step // r.minibatches
+  if groups % sharding.data_parallel_size(env.mesh):
+    raise ConfigError(f"config.rl.prompts_per_step / rl.minibatches = {groups} groups a step (one row each) do not "
+                      f"split over the {sharding.data_parallel_size(env.mesh)} data-parallel devices")
   if not c.init_from:
     env.log("grpo: no init_from, so the policy starts from a random init (rewards will stay near zero)")
   train_records, eval_records, source = load_prompts(c)
