@@ -30,6 +30,7 @@ def rl_defaults() -> ml_collections.ConfigDict:
   r.top_p = 1.0  # rollout nucleus filter; 1 = off
   r.max_prompt_len = 64  # prompts longer than this (in tokens) are dropped and counted, never cut
   r.max_new_tokens = 32  # completion budget; a completion without a stop token by then is "truncated"
+  r.group_rows = True  # one row per group, its prompt shared by its completions (jaxllm/rl.py); False = a row each
   r.ppo_epochs = 1  # passes over each rollout
   r.minibatches = 1  # optimizer steps per pass, each on P / minibatches whole groups; steps per rollout = ppo_epochs * minibatches
   r.clip_eps = 0.2  # importance ratio clipped to [1 - clip_eps, 1 + clip_eps_high]

@@ -25,8 +25,9 @@ S = group_row_len = rl.max_prompt_len - 1 + G * (1 + rl.max_new_tokens)):
   sampler_logprobs                         [R, L] f32     the sampling engine's log p of each target
   advantages                               [R]    f32     (r - mean_group) / (std_group + eps)
 
-The [R, L] arrays are those of `layout`, which lays each sample out as its own row (the plain layout the
-loss also takes).
+The [R, L] arrays are those of `layout`, which lays each sample out as its own row: the layout rollouts use
+with rl.group_rows = False, where the group row's attention, quadratic in G * completion length, would cost
+more than the shared prompt saves (long completions; configs/grpo_gsm8k.py).
 
 With one optimizer step per rollout (ppo_epochs = minibatches = 1, the default) the policy being updated is
 the one that sampled, so the `grpo` loss takes its own log-probs, stop-gradient, as the old ones: the ratio is
@@ -156,9 +157,11 @@ def group_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], 
 
 
 def take_groups(batch: dict[str, np.ndarray], groups: np.ndarray, group_size: int) -> dict[str, np.ndarray]:
-  """The sub-batch of the given groups: their rows of the [P, ...] arrays, their samples of the [R, ...] ones."""
+  """The sub-batch of the given groups: of a group batch, their rows of the [P, ...] arrays and their samples
+  of the [R, ...] ones; of a batch of sample rows, their samples."""
   samples = (np.asarray(groups)[:, None] * group_size + np.arange(group_size)).reshape(-1)
-  return {k: v[groups] if k in GROUP_KEYS else v[samples] for k, v in batch.items()}
+  grouped = "side_index" in batch
+  return {k: v[groups] if grouped and k in GROUP_KEYS else v[samples] for k, v in batch.items()}
 
 
 @dataclasses.dataclass
@@ -177,10 +180,10 @@ def _logprob_fn(env):
 def _logprobs(env, weights, lora, batch: dict, groups_per_call: int) -> np.ndarray:
   """Log-probs [R, L] over the rollout in chunks of the train batch's groups (one compiled program)."""
   fn = _logprob_fn(env)
-  g = batch["side_index"].shape[1]
-  keys = (*GROUP_KEYS, "loss_mask")
+  g = env.config.rl.group_size
+  keys = [k for k in (*GROUP_KEYS, "loss_mask") if k in batch]
   out = []
-  for s in range(0, len(batch["tokens"]), groups_per_call):
+  for s in range(0, len(batch["loss_mask"]) // g, groups_per_call):
     chunk = take_groups({k: batch[k] for k in keys}, np.arange(s, s + groups_per_call), g)
     out.append(np.asarray(jax.device_get(fn(weights, lora, chunk))))
   return np.concatenate(out)
@@ -210,8 +213,11 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   adv_PG, live_P = group_advantages(total_R.reshape(-1, g), rl.scale_std, rl.adv_eps, rl.drop_equal_groups)
   t_score = time.perf_counter()
 
-  batch = group_layout([p.ids for p in prompts], completions, g, env.config.data.seq_len,
-                       group_row_len(rl.max_prompt_len, rl.max_new_tokens, g), tok.pad_id, list(gen.logprobs))
+  if rl.group_rows:
+    batch = group_layout([p.ids for p in prompts], completions, g, env.config.data.seq_len,
+                         group_row_len(rl.max_prompt_len, rl.max_new_tokens, g), tok.pad_id, list(gen.logprobs))
+  else:
+    batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
   ref_weights, ref_lora = reference_weights(state.frozen)
   groups_per_step = len(prompts) // rl.minibatches
   if rl.ppo_epochs * rl.minibatches > 1:
@@ -267,7 +273,7 @@ class RolloutSource:
     now = time.perf_counter()
     update_sec = (now - self._update_start - self.eval_sec) if self._update_start is not None else 0.0
     self.current = rollout(self.env, state, prompts, self.rewards, key)
-    groups = len(self.current.batch["tokens"])
+    groups = self.rl.prompts_per_step
     shuffle = np.random.default_rng([self.seed, self.rollouts, 1])
     self.order = [shuffle.permutation(groups) for _ in range(self.rl.ppo_epochs)]
     self.last_stats = {**self.current.stats, "update_sec": update_sec, "rollouts": float(self.rollouts + 1)}

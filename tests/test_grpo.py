@@ -365,6 +365,16 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   with env.mesh_context():
     batch = source.next(state)
   np.testing.assert_allclose(batch["old_logprobs"], batch["sampler_logprobs"], atol=1e-4)
+  # One row per sample (rl.group_rows=False): the plain layout, the same per-sample arrays.
+  env.config.rl.group_rows = False
+  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl))
+  with env.mesh_context():
+    batch = source.next(state)
+  assert batch["tokens"].shape == (16, 80) and "side_index" not in batch
+  np.testing.assert_allclose(batch["old_logprobs"], batch["sampler_logprobs"], atol=1e-4)
+  with env.mesh_context():
+    _, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"]))
 
 
 def test_tiny_grpo_run_end_to_end_and_exact_resume(tmp_path, tokenizer_dir, pretrained):
