@@ -166,12 +166,13 @@ def take_groups(batch: dict[str, np.ndarray], groups: np.ndarray, group_size: in
 
 @dataclasses.dataclass
 class Rollout:
-  batch: dict[str, np.ndarray]  # the whole rollout, [R, ...]
+  batch: dict[str, np.ndarray]  # the whole rollout: GROUP_KEYS [P, ...] (group rows), the rest [R, ...]
   stats: dict[str, float]
 
 
 def _logprob_fn(env):
-  """Jitted log pi(targets) [R, L] of a group batch under (weights, lora), deterministic, masked to the loss mask."""
+  """Jitted log pi(targets) [R, L] of a rollout batch (either layout) under (weights, lora), deterministic,
+  masked to the loss mask."""
   def fn(weights, lora, batch):
     return sample_logprobs(env.model, weights, lora, batch, None, env.config.loss.chunk_size) * batch["loss_mask"]
   return env.jit_cache(("rl_logprobs",), lambda: jax.jit(fn))
