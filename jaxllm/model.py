@@ -300,7 +300,7 @@ class Transformer(nn.Module):
     cache['index'] and (logits or hidden, new_cache) is returned.
 
     `prefix_ids_BL` (no cache only) packs branches behind a shared prefix: each token also sees the earlier
-    tokens of the segment named there (`attention_mask`); see data/preference.py for the layout it serves."""
+    tokens of the segment named there (`attention_mask`); data/branches.py builds such rows."""
     b, l = tokens_BL.shape
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))

@@ -6,7 +6,7 @@ One rollout = `rl.prompts_per_step` prompts x `rl.group_size` samples = R sample
 samples, `data.batch_size`); then the next rollout is drawn with the updated policy.
 
 A group trains as one row: the prompt once, then its G completions, each seeing the prompt and itself only
-(`prefix_ids`, as preference pairs do, data/preference.py), so the forward and backward passes run over
+(data/branches.py, as preference pairs do), so the forward and backward passes run over
 P rows of `group_row_len` tokens instead of R rows of L: on the pipeline's GRPO (prompts ~52 tokens,
 completions ~14, G = 8) 16 x 327 instead of 128 x 96 tokens a step. Every sample's log-probs are exactly
 those of its own row (`losses.grpo.sample_logprobs` reads them through `side_index`). Shapes (P prompts,
@@ -50,12 +50,13 @@ import jax
 import numpy as np
 
 from jaxllm import chat_template, sampling
+from jaxllm.data import branches
 from jaxllm.losses.grpo import sample_logprobs
 from jaxllm.rewards import Combined
 from jaxllm.state import TrainState, policy_weights, reference_weights
 
 _SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
-GROUP_KEYS = ("tokens", "targets", "positions", "segment_ids", "prefix_ids", "side_index")  # [P, ...]; the rest [R, ...]
+GROUP_KEYS = (*branches.ROW_KEYS, "side_index")  # [P, ...] in a group batch; the rest [R, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,32 +129,16 @@ def group_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], 
   i's g-th), with `side_index` and the per-sample arrays of `layout` (see the module doc)."""
   g = group_size
   per_sample = layout([p for p in prompts for _ in range(g)], completions, seq_len, pad_id, completion_logprobs)
-  n = len(prompts)
-  rows = {k: np.full((n, row_len), pad_id if k in ("tokens", "targets") else 0, np.int32)
-          for k in ("tokens", "targets", "positions", "segment_ids", "prefix_ids")}
-  side_index = np.zeros((n, g, seq_len), np.int32)
+  rows, side_index = [], []
   for i, prompt in enumerate(prompts):
-    p = len(prompt)
-    shared = slice(0, p - 1)
-    rows["tokens"][i, shared], rows["targets"][i, shared] = prompt[:-1], prompt[1:]
-    rows["segment_ids"][i, shared] = rows["prefix_ids"][i, shared] = 1
-    rows["positions"][i, shared] = side_index[i, :, shared] = np.arange(p - 1)
-    start = p - 1
-    for j in range(g):
-      branch = np.concatenate([np.asarray(prompt[-1:], np.int32), np.asarray(completions[i * g + j], np.int32)])
-      end = start + len(branch)
-      if end > row_len:
-        raise ValueError(f"prompt {i}: {p} prompt tokens and {g} completions need more than {row_len} tokens "
-                         f"of a group row")
-      rows["tokens"][i, start:end] = branch
-      rows["targets"][i, start:end - 1] = branch[1:]
-      rows["segment_ids"][i, start:end], rows["prefix_ids"][i, start:end] = 2 + j, 1
-      rows["positions"][i, start:end] = np.arange(p - 1, p - 1 + len(branch))
-      seen = min(len(branch), seq_len - (p - 1))  # a sample's last token may be a target only (row of L + 1)
-      side_index[i, j, p - 1:p - 1 + seen] = np.arange(start, start + seen)
-      start = end
-  return {**rows, "side_index": side_index,
-          **{k: v for k, v in per_sample.items() if k not in ("tokens", "targets", "positions", "segment_ids")}}
+    try:
+      row, sides = branches.branch_row(prompt, completions[i * g:(i + 1) * g], row_len, seq_len, pad_id)
+    except ValueError as e:
+      raise ValueError(f"prompt {i} of the rollout: {e}") from None
+    rows.append(row)
+    side_index.append(sides)
+  return {**{k: np.stack([r[k] for r in rows]) for k in branches.ROW_KEYS}, "side_index": np.stack(side_index),
+          **{k: v for k, v in per_sample.items() if k not in branches.ROW_KEYS}}
 
 
 def take_groups(batch: dict[str, np.ndarray], groups: np.ndarray, group_size: int) -> dict[str, np.ndarray]:

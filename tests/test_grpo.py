@@ -89,7 +89,7 @@ def test_group_rows_share_the_prompt_and_give_each_sample_its_own_log_probs():
   sub = rl.take_groups(batch, np.array([0, 2]), 3)
   assert sub["tokens"].shape == (2, row_len) and sub["loss_mask"].shape == (6, seq_len)
   np.testing.assert_array_equal(sub["loss_mask"][3:], plain["loss_mask"][6:9])
-  with pytest.raises(ValueError, match="group row"):
+  with pytest.raises(ValueError, match="prompt 2 of the rollout: 8 prompt tokens .* do not fit a row of 23"):
     rl.group_layout(prompts, completions, 3, seq_len, 23, pad_id=0)  # group 2 needs 7 + 8 + 3 + 6 = 24
 
 

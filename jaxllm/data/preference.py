@@ -9,15 +9,10 @@ Each side is `prompt_ids(messages) + answer`, where the answer is the assistant 
 model reads the same token for training pairs and for sampled completions).
 
 A pair is one row: the prompt once, then both answers, each branch seeing the prompt and itself only
-(`prefix_ids`; Wang & Hegde 2024, "Accelerating Direct Preference Optimization with Prefix Sharing"). Every
-token's hidden state is exactly what it would be in its own side's row, and the shared prompt is computed
-once: on the built-in world, where the prompt is ~3/4 of a side, a pair costs a 104-token row instead of two
-of 80-96. Layout of a pair with prompt P (p tokens) and answers C, R:
-
-  slots   P[:-1] | P[-1] C | P[-1] R | padding        the last prompt token opens each branch, so each
-  segment    1   |    2    |    3    |    0           branch predicts its own first answer token
-  prefix     1   |    1    |    1    |    0           (`prefix_ids`: the segment a token also attends to)
-  position 0..p-2| p-1 ... | p-1 ... |    0           positions as in the side's own row
+(data/branches.py; Wang & Hegde 2024, "Accelerating Direct Preference Optimization with Prefix Sharing").
+Every token's hidden state is exactly what it would be in its own side's row, and the shared prompt is
+computed once: on the built-in world, where the prompt is ~3/4 of a side, a pair costs a 104-token row
+instead of two of 80-96.
 
 Truncation keeps both answers whole and cuts the prompt from the left until the row (p + 1 + |C| + |R|
 tokens) fits `data.seq_len`; a pair whose answers alone leave no room for a prompt token is dropped and
@@ -52,7 +47,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import chat_template
-from jaxllm.data import pipelines, sources, synthetic, text
+from jaxllm.data import branches, pipelines, sources, synthetic, text
 from jaxllm.tokenizer import Tokenizer
 
 SIDES = ("chosen", "rejected")
@@ -136,40 +131,23 @@ def tokenize(tokenizer: Tokenizer, records: list[dict], seq_len: int, on_bad: st
 def make_batch(pairs: Pairs, index: np.ndarray, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """The batch of pairs `index`, one shared-prompt row each (see the module docstring for the layout)."""
   index = np.asarray(index, np.int64)
-  b, l = len(index), pairs.ids.shape[-1]
-  tokens = np.full((b, l), pairs.pad_id, np.int32)
-  targets = np.full((b, l), pairs.pad_id, np.int32)
-  positions = np.zeros((b, l), np.int32)
-  segment_ids = np.zeros((b, l), np.int32)
-  prefix_ids = np.zeros((b, l), np.int32)
-  side_index = np.zeros((b, 2, l), np.int32)
-  for row, i in enumerate(index):
+  l = pairs.ids.shape[-1]
+  rows, side_index = [], []
+  for i in index:
     p = int(pairs.prompt_len[i])
-    tokens[row, :p - 1] = pairs.ids[i, 0, :p - 1]
-    targets[row, :p - 1] = pairs.ids[i, 0, 1:p]  # the shared prompt's last slot predicts P[-1], as in either side
-    segment_ids[row, :p - 1] = prefix_ids[row, :p - 1] = 1
-    positions[row, :p - 1] = np.arange(p - 1)
-    side_index[row, :, :p - 1] = np.arange(p - 1)
-    start = p - 1  # each branch: the last prompt token, then the answer
-    for s in range(2):
-      n = int(pairs.lengths[i, s])
-      branch = slice(start, start + n - (p - 1))
-      tokens[row, branch] = pairs.ids[i, s, p - 1:n]
-      targets[row, branch.start:branch.stop - 1] = pairs.ids[i, s, p:n]
-      segment_ids[row, branch], prefix_ids[row, branch] = 2 + s, 1
-      positions[row, branch] = np.arange(p - 1, n)
-      side_index[row, s, p - 1:n] = np.arange(branch.start, branch.stop)
-      start = branch.stop
+    answers = [pairs.ids[i, s, p:pairs.lengths[i, s]] for s in range(2)]
+    row, sides = branches.branch_row(pairs.ids[i, 0, :p], answers, l, l, pairs.pad_id)
+    rows.append(row)
+    side_index.append(sides)
   length = pairs.lengths[index]  # [B, 2]
   prompt_len = pairs.prompt_len[index]  # [B]
   slot = np.arange(l, dtype=np.int32)
   # In the side view the target at t is token t+1: an answer token when prompt_len <= t+1 < length.
   answer = (slot + 1 >= prompt_len[:, None, None]) & (slot + 1 < length[..., None])
   return {
-      "tokens": tokens, "targets": targets, "positions": positions, "segment_ids": segment_ids,
-      "prefix_ids": prefix_ids, "side_index": side_index, "loss_mask": answer.astype(np.float32),
-      "last_index": (length - 1).astype(np.int32),
-      "weight": np.ones(b, np.float32) if weight is None else np.asarray(weight, np.float32),
+      **{k: np.stack([r[k] for r in rows]) for k in branches.ROW_KEYS}, "side_index": np.stack(side_index),
+      "loss_mask": answer.astype(np.float32), "last_index": (length - 1).astype(np.int32),
+      "weight": np.ones(len(index), np.float32) if weight is None else np.asarray(weight, np.float32),
   }
 
 

@@ -45,3 +45,10 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
   mask = mask.astype(jnp.float32)
   count = mask.sum()
   return (x * mask).sum() / jnp.maximum(count, 1.0), count
+
+
+def side_view(x_BL: jax.Array, batch: dict) -> jax.Array:
+  """Per-token values of shared-prefix rows [B, L] (data/branches.py) read as each branch's own row
+  [B, n, L] through batch["side_index"] (entry t: the branch's t-th token; past its end, values of slot 0,
+  which every mask leaves out)."""
+  return jnp.take_along_axis(x_BL[:, None, :], batch["side_index"], axis=-1)

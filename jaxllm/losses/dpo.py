@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.losses import register
-from jaxllm.losses.common import target_logprobs
-from jaxllm.losses.reward import pair_mean, ranked_right, side_view
+from jaxllm.losses.common import side_view, target_logprobs
+from jaxllm.losses.reward import pair_mean, ranked_right
 from jaxllm.state import policy_weights, reference_weights
 
 VARIANTS = ("sigmoid", "ipo")

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.losses import register
-from jaxllm.losses.common import masked_mean, target_logprobs
+from jaxllm.losses.common import masked_mean, side_view, target_logprobs
 from jaxllm.state import policy_weights
 
 LOSS_AGGS = ("seq_mean", "token_mean", "constant")
@@ -60,8 +60,7 @@ def sample_logprobs(model, weights, lora, batch: dict, rng, chunk_size: int = 0)
   logp, _ = target_logprobs(model, weights, lora, batch, rng, chunk_size)
   if "side_index" not in batch:
     return logp
-  index_PGL = batch["side_index"]
-  return jnp.take_along_axis(logp[:, None, :], index_PGL, axis=-1).reshape(-1, index_PGL.shape[-1])
+  return side_view(logp, batch).reshape(-1, batch["side_index"].shape[-1])
 
 
 def grpo_loss(params, frozen, batch, rng, *, model, cfg):

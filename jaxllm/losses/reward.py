@@ -33,14 +33,8 @@ import jax.numpy as jnp
 
 from jaxllm import reward_model
 from jaxllm.losses import register
-from jaxllm.losses.common import hidden_logprobs, masked_mean
+from jaxllm.losses.common import hidden_logprobs, masked_mean, side_view
 from jaxllm.state import policy_weights
-
-
-def side_view(x_BL: jax.Array, batch: dict) -> jax.Array:
-  """Per-token values of the shared pair rows [B, L] read as each side's own row [B, 2, L] (entry t: the
-  side's t-th token; past the side's end, values of slot 0, which every mask leaves out)."""
-  return jnp.take_along_axis(x_BL[:, None, :], batch["side_index"], axis=-1)
 
 
 def pair_scores(model, weights, head: dict, hidden_BLD: jax.Array, batch: dict, chunk_size: int = 0,
