@@ -347,7 +347,6 @@ def grpo_split(s: dict, args) -> dict:
   weights = state.params["model"]
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, s["vocab"], rng.integers(prompt_len // 2, prompt_len + 1))) for _ in range(prompts_n)]
-  rows_prompts = [p for p in prompts for _ in range(group)]
   row_len = rl.group_row_len(prompt_len, new, group)
   params = sampling.SamplingParams(max_new_tokens=new, temperature=1.0)
 
@@ -360,7 +359,8 @@ def grpo_split(s: dict, args) -> dict:
       best = min(best, time.perf_counter() - t)
     return best, out
 
-  sample_s, gen = timed(lambda: sampling.generate(env.model, weights, rows_prompts, params, jax.random.PRNGKey(0)))
+  sample_s, gen = timed(lambda: sampling.generate(env.model, weights, prompts, params, jax.random.PRNGKey(0),
+                                                  samples_per_prompt=group))
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(rows)]
   batch = rl.group_layout([tuple(p) for p in prompts], completions, group, c.data.seq_len, row_len, 0)
   ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, prompts_n))

@@ -185,8 +185,8 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   params = sampling.SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                    top_k=rl.top_k, top_p=rl.top_p, stop_ids=stops, vocab_limit=tok.n_vocab)
   weights, lora = policy_weights(state.params, state.frozen)
-  gen = sampling.generate(env.model, weights, [list(p.ids) for p in rows], params, rng, lora=lora,
-                          pad_id=tok.pad_id)
+  gen = sampling.generate(env.model, weights, [list(p.ids) for p in prompts], params, rng, lora=lora,
+                          pad_id=tok.pad_id, samples_per_prompt=g)
   t_sample = time.perf_counter()
 
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(len(rows))]
