@@ -7,11 +7,13 @@ samples, `data.batch_size`); then the next rollout is drawn with the updated pol
 
 A group trains as one row: the prompt once, then its G completions, each seeing the prompt and itself only
 (data/branches.py, as preference pairs do), so the forward and backward passes run over
-P rows of `group_row_len` tokens instead of R rows of L: on the pipeline's GRPO (prompts ~52 tokens,
-completions ~14, G = 8) 16 x 327 instead of 128 x 96 tokens a step. Every sample's log-probs are exactly
-those of its own row (`losses.grpo.sample_logprobs` reads them through `side_index`). Shapes (P prompts,
-G group size, R = P*G samples prompt-major, L = data.seq_len = rl.max_prompt_len + rl.max_new_tokens,
-S = group_row_len = rl.max_prompt_len - 1 + G * (1 + rl.max_new_tokens)):
+P rows of S tokens instead of R rows of L. S is the rollout's longest group rounded up to a multiple of
+ROW_BUCKET, at most `group_row_len` (the longest prompt and G completions of the full budget), so a step
+trains on the tokens sampled rather than the budget, and the step compiles once per bucket: on the pipeline's
+GRPO (prompts ~52 tokens, completions ~14, G = 8) 16 x 192 or 16 x 256 instead of 128 x 96 tokens a step.
+Every sample's log-probs are exactly those of its own row (`losses.grpo.sample_logprobs` reads them through
+`side_index`). Shapes (P prompts, G group size, R = P*G samples prompt-major,
+L = data.seq_len = rl.max_prompt_len + rl.max_new_tokens):
 
   tokens, targets, positions,              [P, S] int32   P[:-1] | P[-1] c_1 | ... | P[-1] c_G | padding;
   segment_ids, prefix_ids                                 segments 1 | 2 | ... | G+1 | 0, prefix 1 (0 on
@@ -57,6 +59,7 @@ from jaxllm.state import TrainState, policy_weights, reference_weights
 
 _SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
 GROUP_KEYS = (*branches.ROW_KEYS, "side_index")  # [P, ...] in a group batch; the rest [R, ...]
+ROW_BUCKET = 64  # group rows are trimmed to a multiple of this: a handful of compiled shapes in a whole run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +123,15 @@ def layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], seq_le
 def group_row_len(max_prompt_len: int, max_new_tokens: int, group_size: int) -> int:
   """Tokens in a group row that holds the longest prompt and G completions of the longest length."""
   return max_prompt_len - 1 + group_size * (1 + max_new_tokens)
+
+
+def trimmed_row_len(prompts: list[tuple[int, ...]], completions: list[np.ndarray], group_size: int,
+                    most: int) -> int:
+  """The group-row length a rollout needs: its longest group (prompt, then each completion behind the prompt's
+  last token) rounded up to a multiple of ROW_BUCKET, and never more than `most` (`group_row_len`)."""
+  g = group_size
+  need = max(len(p) - 1 + sum(1 + len(c) for c in completions[i * g:(i + 1) * g]) for i, p in enumerate(prompts))
+  return min(most, -(-need // ROW_BUCKET) * ROW_BUCKET)
 
 
 def group_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], group_size: int, seq_len: int,
@@ -200,8 +212,9 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   t_score = time.perf_counter()
 
   if rl.group_rows:
-    batch = group_layout([p.ids for p in prompts], completions, g, env.config.data.seq_len,
-                         group_row_len(rl.max_prompt_len, rl.max_new_tokens, g), tok.pad_id, list(gen.logprobs))
+    ids = [p.ids for p in prompts]
+    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, rl.max_new_tokens, g))
+    batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
   else:
     batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
   ref_weights, ref_lora = reference_weights(state.frozen)

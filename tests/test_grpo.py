@@ -93,6 +93,25 @@ def test_group_rows_share_the_prompt_and_give_each_sample_its_own_log_probs():
     rl.group_layout(prompts, completions, 3, seq_len, 23, pad_id=0)  # group 2 needs 7 + 8 + 3 + 6 = 24
 
 
+def test_group_rows_are_trimmed_to_the_longest_group_in_buckets(monkeypatch):
+  """A rollout's rows are as long as its longest group needs, rounded up to ROW_BUCKET, capped at the budget
+  (group_row_len); the trimmed rows give every sample the same log-probs as the full-length ones."""
+  monkeypatch.setattr(rl, "ROW_BUCKET", 8)
+  prompts = [(1, 2, 3), (4,)]
+  completions = [np.array([5, 6]), np.array([7]), np.array([8, 9, 10]), np.array([11]), np.array([12]), np.array([13])]
+  most = rl.group_row_len(8, 7, 3)  # 31
+  assert rl.trimmed_row_len(prompts, completions, 3, most) == 16  # group 0 needs 2 + 3 + 2 + 4 = 11
+  assert rl.trimmed_row_len(prompts, completions[:3] + [np.arange(1, 8)] * 3, 3, most) == 24  # 0 + 3 x 8
+  assert rl.trimmed_row_len([(1,) * 8], [np.arange(1, 8)] * 3, 3, most) == most  # the budget itself: 31, not 32
+  full = rl.group_layout(prompts, completions, 3, 10, most, pad_id=0)
+  trimmed = rl.group_layout(prompts, completions, 3, 10, 16, pad_id=0)
+  np.testing.assert_array_equal(trimmed["tokens"], full["tokens"][:, :16])
+  assert not full["segment_ids"][:, 16:].any()
+  w, mask = _weights(), full["loss_mask"]
+  np.testing.assert_allclose(np.asarray(grpo_lib.sample_logprobs(MODEL, w, None, trimmed, None)) * mask,
+                             np.asarray(grpo_lib.sample_logprobs(MODEL, w, None, full, None)) * mask, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------- loss
 
 @functools.lru_cache(maxsize=None)
@@ -336,7 +355,10 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   with env.mesh_context():
     batch = source.next(state)
   stats = source.host_metrics()
-  assert batch["tokens"].shape == (4, rl.group_row_len(64, 16, 4)) and batch["loss_mask"].shape == (16, 80)
+  width, most = batch["tokens"].shape[1], rl.group_row_len(64, 16, 4)
+  assert batch["tokens"].shape[0] == 4 and batch["loss_mask"].shape == (16, 80)
+  assert width == most or (width % rl.ROW_BUCKET == 0 and width < most)  # trimmed to the longest group
+  assert (batch["segment_ids"] > 0).sum(axis=1).max() > width - rl.ROW_BUCKET  # which lies in the last bucket
   assert batch["advantages"].shape == (16,)  # 4 prompts x 4 samples: one group row per prompt
   assert 0.0 <= stats["truncated"] <= 1.0 and stats["completion_len"] > 0  # cut-off replies are scored, no crash
   assert "old_logprobs" not in batch  # one optimizer step per rollout: the loss's own log pi is pi_old
