@@ -8,9 +8,9 @@ How it works (shape legend in model.py; P padded prompt length, N max_new_tokens
   attended to by real tokens), real tokens are segment 1 at their own RoPE positions 0..len-1. All rows then
   write the cache at the same slot each step, and a row's numbers do not depend on how much padding it got,
   so a prompt's output does not depend on the other prompts in the batch.
-- The cache ([B, K, S, Dh] per layer, only kv heads) is allocated inside the compiled call (so there is no
-  buffer to donate) and updated in place by `lax.while_loop`; the loop stops as soon as every row has emitted
-  a stop token. It grows in windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the
+- The cache (per layer keys [B, K, Dh, S] and values [B, K, S, Dh], only kv heads; model.dot_attention says
+  why keys are transposed) is allocated inside the compiled call (so there is no buffer to donate) and updated
+  in place by `lax.while_loop`; the loop stops as soon as every row has emitted a stop token. It grows in windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the
   cache padded once in between) so a step attends over the slots written so far rather than the whole
   future buffer: ~25% less attention work at P=128, N=256.
 - The loop state is an immutable pytree (`_Decode`) like gemma's / tunix's samplers: sample from the last
@@ -99,8 +99,9 @@ def bucket_length(n: int) -> int:
 def _grow(cache: dict, length: int) -> dict:
   """The cache with empty slots (segment 0: never attended to) appended up to `length`."""
   extra = length - cache["segment_ids"].shape[1]
-  pad_kv = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0)])  # [B, K, S, Dh]
-  return {"layers": [{k: pad_kv(v) for k, v in layer.items()} for layer in cache["layers"]],
+  pad_slots = lambda x, axis: jnp.pad(x, [(0, extra if i == axis else 0) for i in range(x.ndim)])
+  return {"layers": [{"k": pad_slots(layer["k"], 3), "v": pad_slots(layer["v"], 2)}  # [B, K, Dh, S], [B, K, S, Dh]
+                     for layer in cache["layers"]],
           "segment_ids": jnp.pad(cache["segment_ids"], [(0, 0), (0, extra)]), "index": cache["index"]}
 
 

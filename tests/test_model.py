@@ -99,7 +99,7 @@ def test_gqa_shapes(kv_heads):
   assert attn["v"]["w"].shape == (32, kv_heads, 8)
   assert attn["o"]["w"].shape == (4, 8, 32)
   cache = init_cache(cfg, 3, 16)
-  assert cache["layers"][0]["k"].shape == (3, kv_heads, 16, 8)
+  assert cache["layers"][0]["k"].shape == (3, kv_heads, 8, 16) and cache["layers"][0]["v"].shape == (3, kv_heads, 16, 8)
   logits = model.apply({"params": params}, jnp.zeros((3, 7), jnp.int32))
   assert logits.shape == (3, 7, 64) and logits.dtype == jnp.float32
 

@@ -109,10 +109,20 @@ def test_remat_equals_no_remat(remat):
 
 
 def _qkv(b, l, s, h, k, dh, seed=0):
-  """q [B, L, H, Dh]; k, v kv-head-major [B, K, S, Dh] (the layout dot_attention takes)."""
+  """q [B, L, H, Dh]; k, v kv-head-major [B, K, S, Dh] (the reference's layout; dot_attention takes keys
+  transposed: `_t(k)`)."""
   keys = jax.random.split(jax.random.PRNGKey(seed), 3)
   return (jax.random.normal(keys[0], (b, l, h, dh)), jax.random.normal(keys[1], (b, k, s, dh)),
           jax.random.normal(keys[2], (b, k, s, dh)))
+
+
+def _t(k_BKSk):
+  return k_BKSk.transpose(0, 1, 3, 2)
+
+
+def _attention(q, k_BKSk, v, mask):
+  """dot_attention on the reference's key layout."""
+  return dot_attention(q, _t(k_BKSk), v, mask)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2), (8, 1)])
@@ -121,13 +131,13 @@ def test_attention_equals_einsum_reference_with_packed_segments_and_gqa(heads, k
   slots = jnp.arange(L)
   mask = attention_mask(slots, slots, seg, seg)
   q, k, v = _qkv(B, L, L, heads, kv_heads, 8)
-  np.testing.assert_allclose(dot_attention(q, k, v, mask), reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_attention(q, k, v, mask), reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
   cot = jax.random.normal(jax.random.PRNGKey(9), q.shape)
-  grads = jax.vjp(lambda *a: dot_attention(*a, mask), q, k, v)[1](cot)
+  grads = jax.vjp(lambda *a: _attention(*a, mask), q, k, v)[1](cot)
   ref_grads = jax.vjp(lambda *a: reference_attention(*a, mask), q, k, v)[1](cot)
   _assert_trees_close(grads, ref_grads, rtol=1e-5, atol=1e-5)
   # a padding query (segment 0) still gives finite numbers: it sees the other padding slots only
-  assert np.isfinite(np.asarray(dot_attention(q, k, v, mask))).all()
+  assert np.isfinite(np.asarray(_attention(q, k, v, mask))).all()
 
 
 def test_attention_equals_einsum_reference_on_cache_shaped_keys():
@@ -136,13 +146,13 @@ def test_attention_equals_einsum_reference_on_cache_shaped_keys():
   cache_seg = jnp.zeros((2, s), jnp.int32).at[:, :index + l].set(1)
   mask = attention_mask(index + jnp.arange(l), jnp.arange(s), jnp.ones((2, l), jnp.int32), cache_seg)
   q, k, v = _qkv(2, l, s, 4, 2, 8, seed=3)
-  np.testing.assert_allclose(dot_attention(q, k, v, mask), reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(_attention(q, k, v, mask), reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_attention_in_the_model_equals_the_reference(monkeypatch):
   """Whole-model logits and gradients with the reference attention swapped in."""
   loss, grads = _cached("none", 0)
-  monkeypatch.setattr("jaxllm.model.dot_attention", reference_attention)
+  monkeypatch.setattr("jaxllm.model.dot_attention", lambda q, k, v, mask: reference_attention(q, _t(k), v, mask))
   ref_loss, ref_grads = _loss_and_grads(CFG, 0, _params(), _batch())
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   _assert_trees_close(grads, ref_grads, rtol=1e-5, atol=1e-6)
