@@ -233,6 +233,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
       **{f"reward_{name}": float(v.mean()) for name, v in parts.items()},
       "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
       "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
+      "row_len": float(batch["tokens"].shape[1]),  # the group rows' trimmed length (a sample's own: plain rows)
       "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
   }
   return Rollout(batch, stats)

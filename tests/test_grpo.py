@@ -359,6 +359,7 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   assert batch["tokens"].shape[0] == 4 and batch["loss_mask"].shape == (16, 80)
   assert width == most or (width % rl.ROW_BUCKET == 0 and width < most)  # trimmed to the longest group
   assert (batch["segment_ids"] > 0).sum(axis=1).max() > width - rl.ROW_BUCKET  # which lies in the last bucket
+  assert stats["row_len"] == width
   assert batch["advantages"].shape == (16,)  # 4 prompts x 4 samples: one group row per prompt
   assert 0.0 <= stats["truncated"] <= 1.0 and stats["completion_len"] > 0  # cut-off replies are scored, no crash
   assert "old_logprobs" not in batch  # one optimizer step per rollout: the loss's own log pi is pi_old

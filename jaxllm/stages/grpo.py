@@ -19,7 +19,8 @@ What it drops: re-sampling to refill dropped groups (batches keep a fixed shape 
 masked), value functions / GAE, and reward normalisation across batches.
 
 Every step logs the rollout's `reward_mean`, `reward_std`, `reward_<name>` per reward, `completion_len`,
-`truncated`, `zero_signal_groups`, `rollout_sec` / `update_sec`, and the loss's `kl`, `clip_frac`,
+`truncated`, `zero_signal_groups`, `row_len` (tokens in each row the step trains on), `rollout_sec` /
+`update_sec`, and the loss's `kl`, `clip_frac`,
 `entropy`, `ratio_*`; every eval.every steps held-out greedy pass@1 `accuracy` and `answer_format`.
 """
 from __future__ import annotations
