@@ -10,7 +10,8 @@ A group trains as one row: the prompt once, then its G completions, each seeing 
 P rows of S tokens instead of R rows of L. S is the rollout's longest group rounded up to a multiple of
 ROW_BUCKET, at most `group_row_len` (the longest prompt and G completions of the full budget), so a step
 trains on the tokens sampled rather than the budget, and the step compiles once per bucket: on the pipeline's
-GRPO (prompts ~52 tokens, completions ~14, G = 8) 16 x 192 or 16 x 256 instead of 128 x 96 tokens a step.
+GRPO (prompts ~52 tokens, completions ~14, G = 8) 16 x 256 instead of 128 x 96 tokens a step (327 before
+trimming).
 Every sample's log-probs are exactly those of its own row (`losses.grpo.sample_logprobs` reads them through
 `side_index`). Shapes (P prompts, G group size, R = P*G samples prompt-major,
 L = data.seq_len = rl.max_prompt_len + rl.max_new_tokens):
