@@ -183,23 +183,25 @@ def main(argv=None) -> dict:
     prompts = np.random.default_rng(b).integers(0, cfg.vocab_size, (b, prompt_len)).astype(np.int32)
     engine_s, engine_tokens = bench_engine(model, weights, prompts, new, repeats)
     check = min(new, 32) if b == 1 else 0
-    naive_s, naive_tokens = (float("nan"), None) if args.skip_naive else bench_naive(
+    naive_s, naive_tokens = (None, None) if args.skip_naive else bench_naive(
         model, weights, prompts, new, repeats, check)
     hf_s, hf_tokens = bench_transformers(hf_model, prompts, new, repeats)
-    row = {"batch": b, "engine_tok_s": b * new / engine_s, "naive_tok_s": b * new / naive_s,
+    row = {"batch": b, "engine_tok_s": b * new / engine_s, "naive_tok_s": naive_s and b * new / naive_s,
            "transformers_tok_s": b * new / hf_s, "engine_s": engine_s, "naive_s": naive_s, "transformers_s": hf_s,
            "agree_transformers": _agreement(engine_tokens, hf_tokens)}
     if check and naive_tokens is not None:
       row["agree_naive"] = _agreement(engine_tokens[:, :check], naive_tokens)
     rows.append(row)
-    print(f"batch {b}: engine {engine_s:.2f}s, naive {naive_s:.2f}s (est), transformers {hf_s:.2f}s",
-          flush=True)
+    naive = "skipped" if naive_s is None else f"{naive_s:.2f}s (est)"
+    print(f"batch {b}: engine {engine_s:.2f}s, naive {naive}, transformers {hf_s:.2f}s", flush=True)
 
   print("\n| batch | engine tok/s | naive tok/s | transformers tok/s | engine / naive | engine / transformers |")
   print("|---:|---:|---:|---:|---:|---:|")
   for r in rows:
-    print(f"| {r['batch']} | {r['engine_tok_s']:.0f} | {r['naive_tok_s']:.1f} | {r['transformers_tok_s']:.0f} | "
-          f"{r['engine_tok_s'] / r['naive_tok_s']:.1f}x | {r['engine_tok_s'] / r['transformers_tok_s']:.2f}x |")
+    engine, naive = r["engine_tok_s"], r["naive_tok_s"]  # naive: None with --skip_naive
+    naive_col, ratio_col = ("–", "–") if naive is None else (f"{naive:.1f}", f"{engine / naive:.1f}x")
+    print(f"| {r['batch']} | {engine:.0f} | {naive_col} | {r['transformers_tok_s']:.0f} | {ratio_col} | "
+          f"{engine / r['transformers_tok_s']:.2f}x |")
   for r in rows:
     for other in ("transformers", "naive"):
       if f"agree_{other}" in r:
