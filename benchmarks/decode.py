@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
     naive_s, naive_tokens = (None, None) if args.skip_naive else bench_naive(
         model, weights, prompts, new, repeats, check)
     hf_s, hf_tokens = bench_transformers(hf_model, prompts, new, repeats)
-    row = {"batch": b, "engine_tok_s": b * new / engine_s, "naive_tok_s": naive_s and b * new / naive_s,
+    row = {"batch": b, "engine_tok_s": b * new / engine_s, "naive_tok_s": None if naive_s is None else b * new / naive_s,
            "transformers_tok_s": b * new / hf_s, "engine_s": engine_s, "naive_s": naive_s, "transformers_s": hf_s,
            "agree_transformers": _agreement(engine_tokens, hf_tokens)}
     if check and naive_tokens is not None:

@@ -10,8 +10,8 @@ How it works (shape legend in model.py; P padded prompt length, N max_new_tokens
   so a prompt's output does not depend on the other prompts in the batch.
 - The cache (per layer keys [B, K, Dh, S] and values [B, K, S, Dh], only kv heads; model.dot_attention says
   why keys are transposed) is allocated inside the compiled call (so there is no buffer to donate) and updated
-  in place by `lax.while_loop`; the loop stops as soon as every row has emitted a stop token. It grows in windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the
-  cache padded once in between) so a step attends over the slots written so far rather than the whole
+  in place by `lax.while_loop`; the loop stops as soon as every row has emitted a stop token. It grows in
+  windows of WINDOW decode steps (S = P+64, P+128, ..., P+N; one loop each, the cache padded once in between) so a step attends over the slots written so far rather than the whole
   future buffer: ~25% less attention work at P=128, N=256.
 - The loop state is an immutable pytree (`_Decode`) like gemma's / tunix's samplers: sample from the last
   logits, record, feed the sampled token back. Sampling options are a frozen dataclass, static under jit.
@@ -239,8 +239,9 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
   return state.tokens_BN, state.logprobs_BN, state.lengths_B, state.stopped_B
 
 
-# jax.jit keys its compile cache on the static args (model, hence its config; params; pad_id; on_token) and on
-# the argument shapes, so each (model, sampling params, batch, prompt bucket) compiles once.
+# jax.jit keys its compile cache on the static args (model, hence its config; params; pad_id; on_token;
+# samples_per_prompt) and on the argument shapes, so each (model, sampling params, batch, prompt bucket) compiles
+# once.
 _generate_jit = jax.jit(generate_arrays, static_argnames=("model", "params", "pad_id", "on_token",
                                                          "samples_per_prompt"))
 

@@ -12,7 +12,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="jaxl
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # XLA's cheaper optimisation pipeline: the tests' models are tiny, so compiling, not running, is most of their
 # time (tests/test_optimisations.py: 115 -> 71 s); the numbers checked are the same programs' up to float
-# reassociation. Benchmarks and real runs keep the full pipeline (this file is not loaded by them).
+# reassociation. Subprocesses the tests start (pipeline, sweeps, benchmark smokes) inherit it; real runs and
+# benchmarks keep the full pipeline. JAX_DISABLE_MOST_OPTIMIZATIONS=0 in the environment tests that one.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pathlib  # noqa: E402
