@@ -55,3 +55,18 @@ def test_op_profile_smoke(tmp_path):
   # fusion may carry no op_name, and on a loaded machine one can make the list).
   assert result["top_ops"] and all(p["hlo"] != "(inside a fusion)" for p in result["top_ops"])
   assert "jit(train_step)" in result["top_ops"][0]["hlo"]
+
+
+def test_matmul_smoke(tmp_path):
+  """The products benchmark times every product of a step in both frameworks and sums them per step."""
+  stdout, result = _smoke("matmul.py", tmp_path / "matmul.json", timeout=300)
+  assert "| product | [m, k] x [k, n] |" in stdout
+  s = result["model"]
+  # 8 weights (7 projections + head) x forward / input gradient / weight gradient, the k and v (and gate and up)
+  # products shared: the step's count of products and its FLOPs come out whole
+  assert sum(p["count"] for p in result["products"]) == 3 * (7 * s["n_layers"] + 1)
+  tokens, d, f, dh = s["batch"] * s["seq"], s["d_model"], s["mlp"], s["d_model"] // s["n_heads"]
+  per_layer = 2 * d * s["n_heads"] * dh + 2 * d * s["n_kv_heads"] * dh + 3 * d * f
+  assert result["products_flops"] == 3 * 2 * tokens * (s["n_layers"] * per_layer + d * s["vocab"])
+  assert all(p["jax_s"] > 0 and p["torch_s"] > 0 for p in result["products"])
+  assert result["products_s"]["jax"] > 0 and result["products_s"]["torch"] > 0
