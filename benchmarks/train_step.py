@@ -36,7 +36,7 @@ every round in the row's own turn (n = 2048; jnp.dot in jax processes, torch.mm 
 host peak RSS (VmHWM) during the timed steps — reset after compilation and warm-up via /proc/self/clear_refs —
 on CPU; `peak_bytes_in_use` of the device on GPU.
 
-Measured results, and which optimisations paid: the README's Performance section.
+Measured results, and which optimisations paid: docs/performance.md.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ The reference policy is init_from's model (under LoRA: the base without adapters
 `accuracy` (implicit-reward pair accuracy), `policy_accuracy` (does the policy itself give the chosen answer
 more probability), `chosen_logp` (summed log-probability of the chosen answer). On the built-in world, from the
 default pipeline's SFT model, the default 200 steps take them from 50% / 95.7% / -1.06 to 93.8% / 96.5% /
--0.85 (README, Measured): 3.4 min on 2 idle CPU cores on 2026-11-23 with two rows a pair, 3.0 min on
+-0.85 (docs/results.md): 3.4 min on 2 idle CPU cores on 2026-11-23 with two rows a pair, 3.0 min on
 2026-11-30 (a machine at 0.6x that speed) with one shared-prompt row a pair (data/preference.py). The default
 is RPO (dpo.nll_weight=5); 0 = plain DPO.
 """

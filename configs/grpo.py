@@ -58,7 +58,7 @@ def get_config(arg: str | None = None):
   c.data.batch_size = c.rl.get_ref("prompts_per_step") * c.rl.get_ref("group_size") // c.rl.get_ref("minibatches")
   c.data.seq_len = c.rl.get_ref("max_prompt_len") + c.rl.get_ref("max_new_tokens")
   c.steps = 60
-  # flat lr after warmup; 2e-5, not 1e-4: at 1e-4 the update noise cost the SFT model 3-7 points of pass@1 (README)
+  # flat lr after warmup; 2e-5, not 1e-4: at 1e-4 the update noise cost the SFT model 3-7 points of pass@1 (docs/results.md)
   c.optim.update(lr=2e-5, warmup_steps=5, weight_decay=0.0, min_lr_ratio=1.0)
   c.eval.every = 20
   c.checkpoint.every = 20

@@ -6,7 +6,7 @@
 tokenizer -> pretrain -> SFT -> reward model -> GRPO (DPO beside it) -> held-out evaluation of SFT and GRPO;
 each stage in workdir/<stage>, started from the stage before. Every stage is a sub-config:
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
-runs a prefix. Results: workdir/report.md with plots. Timings measured here: see the README.
+runs a prefix. Results: workdir/report.md with plots. Timings measured here: docs/results.md.
 """
 import importlib
 import os
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
     c[name] = importlib.import_module(f"configs.{name}").get_config(arg)
   if arg != "tiny":
     # 40 GRPO steps instead of configs/grpo.py's 60, for the 20-minute budget: held-out pass@1 at steps 40 / 60
-    # was 74.5% / 73.5% and 83.0% / 84.5% from two pipeline SFT models (73.0% and 79.5%; README, Measured)
+    # was 74.5% / 73.5% and 83.0% / 84.5% from two pipeline SFT models (73.0% and 79.5%; docs/results.md)
     c.grpo.steps = 40
     # DPO (the side branch) 150 steps instead of configs/dpo.py's 200: held-out pair accuracy at steps 150 / 200
     # of a 200-step run was 93.4% / 93.0%, and 91.4% after 150 steps of this shorter schedule (2026-12-01)

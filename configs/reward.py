@@ -15,7 +15,7 @@ loss (reward.lm_weight = 1) at lr 1e-4: on 2026-11-30, 300 steps reached 97.3% h
 one default pipeline's SFT model (79.5% pass@1) and 95.3% from a fresh pipeline's weaker one (73.0%). The
 plain scalar head (--config.reward.loglik_init=0 --config.reward.lm_weight=0 --config.optim.lr=3e-4, the
 earlier default) reached 86.7% from the first of those models and plateaued at 87-90% in runs of 1200-3600
-steps (README, Measured). The likelihood favours short answers: on data whose answers differ much in length
+steps (docs/results.md). The likelihood favours short answers: on data whose answers differ much in length
 (dpo_en_demo, hh-rlhf) consider --config.reward.loglik_init=0.
 """
 import os

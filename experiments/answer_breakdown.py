@@ -5,7 +5,7 @@
 For each workdir (SFT or GRPO), on the first 200 held-out problems: greedy pass@1; one-step problems right;
 two-step problems finished (the reply works both steps) and right; the same at temperature 1 over --samples
 draws; pass@k (any of the draws right); and, for wrong greedy replies, which step's arithmetic slipped. The
-README's GRPO paragraphs quote these numbers.
+docs/results.md's GRPO paragraphs quote these numbers.
 """
 from __future__ import annotations
 

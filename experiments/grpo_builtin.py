@@ -42,7 +42,7 @@ right answer for 87.5% of problems where greedy finds 79.5%, which bounds what s
 tries, some on cores shared with other jobs: from the step-100 SFT checkpoint (45.5%), --set rl.group_size=4
 --set steps=240: 51.0% (+5.5, 10.8 min, docs/grpo_builtin.png); lr 1e-4 to 2e-4, ppo_epochs 2, temperature 0.6,
 or a 50-step SFT model (35.0%): -7 to +4.5 points. On a fixed set of 8 prompts the same objective lifts the
-rollout reward steadily (README).
+rollout reward steadily (docs/results.md).
 """
 from __future__ import annotations
 

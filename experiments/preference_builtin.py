@@ -13,7 +13,7 @@ Pass: reward accuracy >= 0.95; DPO raises held-out pair accuracy (implicit rewar
 log-prob ranking) and the chosen answer's log-probability.
 
 Measured: the reward model's >= 95% was not met with the plain scalar head (77-82% after the default 300 steps,
-plateaus at 87-90% in longer runs; README). With the log-likelihood term (configs/reward.py's default since
+plateaus at 87-90% in longer runs; docs/results.md). With the log-likelihood term (configs/reward.py's default since
 2026-11-30), `--init_from=runs/pipeline_fresh/sft` (a fresh pipeline's SFT model, 73.0% pass@1), 2026-11-30:
 reward accuracy 95.3%; DPO implicit-reward pair accuracy 50% -> 93.0%, chosen log-prob -1.216 -> -1.030, the
 policy's own pair accuracy 95.7% -> 95.3% (one of 256 pairs lower), so the script printed FAILED on that check

@@ -168,7 +168,7 @@ def matmul_2d(x: Array, w: Array, n_in: int, preferred_element_type: Any = None)
 
   Why not one einsum over the named dims: with the leading [B, L] (and head) dims kept, XLA:CPU lays out the
   backward pass with transposed copies of the [B, L, F] activations; the same product over flattened rows makes
-  a default-size train step's forward+backward ~12% faster (README, Performance). Numerically identical.
+  a default-size train step's forward+backward ~12% faster (docs/performance.md). Numerically identical.
   """
   lead, in_shape, out_shape = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:], w.shape[n_in:]
   k = math.prod(in_shape)

@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end at their tiny --smoke sizes (their numbers are not checked, only that every
-row ran and reported what the README tables are built from)."""
+row ran and reported what the docs/performance.md tables are built from)."""
 import json
 import subprocess
 import sys

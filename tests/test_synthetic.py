@@ -179,7 +179,7 @@ def test_rl_prompts():
 
 
 def test_answer_breakdown_classifies_wrong_replies():
-  """experiments/answer_breakdown.py's per-kind shares and slip kinds (the README quotes them) on hand-made replies."""
+  """experiments/answer_breakdown.py's per-kind shares and slip kinds (docs/results.md quotes them) on hand-made replies."""
   sys.path.insert(0, str(REPO / "experiments"))
   import answer_breakdown
 

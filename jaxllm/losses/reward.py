@@ -24,7 +24,7 @@ Why the log-likelihood term: on the built-in world a wrong answer differs from t
 number, which the trunk's next-token prediction flags (the SFT model's summed log-probs rank 95.7% of held-out
 pairs right) but which the last token's hidden state must re-derive from many tokens back; the plain scalar head
 plateaued at 87-90% however long it trained. Starting from weight 1 the reward begins as that ranking and the
-Bradley-Terry loss then trains head, weight and trunk together (README, Measured).
+Bradley-Terry loss then trains head, weight and trunk together (docs/results.md).
 """
 from __future__ import annotations
 
