@@ -45,8 +45,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.init_std = 0.02  # std of the normal init of every weight matrix
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = ""  # dataset name in data.dataset_info, or a file path; '' = built-in task world
+  # '' = built-in task world; a dataset name in data.dataset_info; a file, folder or glob (JSON(L) / CSV / text /
+  # Parquet / Arrow, save_to_disk folders); hf:<org>/<name> (a Hugging Face dataset id: needs the network or
+  # the HF_DATASETS_OFFLINE cache); an http(s) URL of a data file (network)
+  c.data.name = ""
   c.data.dataset_info = ""  # path of a LLaMA-Factory style dataset_info.json
+  c.data.subset = ""  # hub datasets: the subset (config name), e.g. 'main' for hf:openai/gsm8k
+  c.data.split = "train"  # hub datasets / save_to_disk DatasetDicts: the split read
+  c.data.eval_split = ""  # '' = hold out data.eval_fraction of data.split; else read this split as held-out
+  c.data.streaming = False  # read through datasets streaming (pretrain: tokenized on the fly, never in memory)
+  c.data.on_long = "truncate"  # truncate | drop: examples / pairs longer than data.seq_len
+  c.data.prompt_fraction = 0.5  # truncation: share of the budget the prompt keeps when the answers overflow
   c.data.batch_size = 16  # global batch size in sequences
   c.data.seq_len = 128  # tokens per sequence
   c.data.on_bad_row = "fail"  # fail | skip (skipped rows are counted and logged)

@@ -1,12 +1,14 @@
-"""GRPO on GSM8K (../shared/data/rl/gsm8k): the GSM8K reward (final number after "####", else the last number;
+"""GRPO on GSM8K (hf:openai/gsm8k, subset main: train split, held out the test split): the GSM8K reward (final number after "####", else the last number;
 commas, "$" and trailing zeros normalised) plus a small format reward, held-out pass@1 on the test split.
 
   python run.py --config=configs/grpo_gsm8k.py --config.init_from=SFT_WORKDIR --config.workdir=W
   python run.py --config=configs/grpo_gsm8k.py:tiny --config.init_from=W --config.workdir=D    # smoke test
 
-init_from should be a chat model that already writes "... #### <number>" answers (e.g. SFT on gsm8k_train:
-configs/sft.py with --config.data.name=gsm8k_train --config.data.dataset_info=../shared/data/dataset_info.json
---config.sft.formatting=gsm8k); the system prompt below asks for that format. GSM8K questions run to ~200
+The data is a Hugging Face hub id, so the run needs the network (or the datasets cache with
+HF_DATASETS_OFFLINE=1); a local copy works too: --config.data.name=train.jsonl --config.data.eval_split=''
+--config.data.eval_fraction=0.1 (or a dataset_info.json name with --config.rl.eval_data). init_from should be a
+chat model that already writes "... #### <number>" answers (e.g. configs/sft.py with
+--config.data.name=hf:openai/gsm8k --config.data.subset=main); the system prompt below asks for that format. GSM8K questions run to ~200
 tokens and solutions to ~300, so the model needs max_seq_len >= rl.max_prompt_len + rl.max_new_tokens; a
 CPU-sized model will not solve many of them: this config is for real hardware and real checkpoints.
 """
@@ -16,7 +18,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import grpo  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 SYSTEM_PROMPT = ("Solve the math problem step by step. End your reply with the final answer as a number on its "
                  "own line, in the form '#### <number>'.")
 
@@ -24,8 +25,7 @@ SYSTEM_PROMPT = ("Solve the math problem step by step. End your reply with the f
 def get_config(arg: str | None = None):
   c = grpo.get_config(arg)
   c.unlock()
-  c.data.name = "gsm8k_train"
-  c.data.dataset_info = os.path.normpath(os.path.join(SHARED_DATA, "dataset_info.json"))
+  c.data.update(name="hf:openai/gsm8k", subset="main", split="train", eval_split="test")
   c.rl.rewards = "gsm8k:1.0,format:0.1"
   c.rl.system_prompt = SYSTEM_PROMPT
   c.rl.eval_data = "gsm8k_test"

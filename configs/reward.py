@@ -3,7 +3,7 @@
   python run.py --config=configs/reward.py --config.init_from=SFT_WORKDIR --config.workdir=/tmp/jaxllm/rm
   python run.py --config=configs/reward.py --config.init_from=W --config.workdir=R --config.lora.rank=8
   python run.py --config=configs/reward.py --config.init_from=W --config.workdir=R \
-      --config.data.name=dpo_en_demo --config.data.dataset_info=../shared/data/dataset_info.json
+      --config.data.name=https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/main/data/dpo_en_demo.json
   python run.py --config=configs/reward.py:tiny --config.init_from=W --config.workdir=R    # smoke test
 
 With no data.name the pairs are the built-in task world's correct vs wrong worked answers; the held-out

@@ -7,7 +7,8 @@
 The model architecture and tokenizer come from init_from (without it: a random init of model.*). Default
 (200 steps of 16 packed rows x 256 tokens from configs/pretrain.py's model): ~8 min of CPU time on 2 cores;
 held-out answer format 100% and answer accuracy 76% (experiments/sft_builtin.py has the numbers).
-Other data: --config.data.name=alpaca_en_demo --config.data.dataset_info=../shared/data/dataset_info.json
+Other data (format told from the columns; docs/data.md): --config.data.name=hf:tatsu-lab/alpaca (network),
+--config.data.name=https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json (network), a local file / folder / glob
 """
 import os
 import sys
@@ -23,7 +24,9 @@ def sft_defaults() -> ml_collections.ConfigDict:
   s.packing = True  # pack several examples per sequence (segment ids); False = one example per row, padded
   s.train_on = "last"  # last = loss on the final assistant turn only; all = every assistant turn (history)
   s.instruction = ""  # classification data: the user turn is "instruction\ntext", the answer the label
-  s.formatting = "alpaca"  # how a file given as data.name is read: alpaca | sharegpt | gsm8k | classification
+  # how data.name is read without a dataset_info: auto (told from its columns) | alpaca | sharegpt | messages |
+  # prompt_completion | preference | gsm8k | classification | text
+  s.formatting = "auto"
   s.eval_kind = "auto"  # generation metrics: auto | answer | classification | exact | '' (held-out loss only)
   s.eval_examples = 200  # held-out prompts answered greedily at each evaluation (0 = none)
   s.eval_batch_size = 64  # prompts per generation batch

@@ -1,10 +1,13 @@
 """Sentiment classification as SFT: waimai_10k reviews (label 1 = positive, 0 = negative), 90/10 split by seed.
 
   python run.py --config=configs/tokenizer.py --config.workdir=/tmp/jaxllm/tok_waimai \\
-      --config.data.name=waimai_10k --config.data.dataset_info=../shared/data/dataset_info.json \\
+      --config.data.name=https://raw.githubusercontent.com/SophonPlus/ChineseNlpCorpus/master/datasets/waimai_10k/waimai_10k.csv \\
       --config.tokenizer.vocab_size=4096
   python run.py --config=configs/sft_sentiment.py --config.workdir=/tmp/jaxllm/sentiment \\
       --config.tokenizer.path=/tmp/jaxllm/tok_waimai
+
+The data is read from its public origin (WAIMAI_10K, a CSV with columns label,review: classification is told
+from them), so these commands need the network; offline, pass a local copy: --config.data.name=waimai_10k.csv.
 
 Each review becomes a user turn "判断这条评论是好评还是差评，好评输出1，差评输出0\\n<review>" answered by
 the label; the held-out metric is the accuracy of the greedily generated label (evals kind `classification`). Trained
@@ -18,14 +21,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import sft  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATASET_INFO = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dataset_info.json"))
+WAIMAI_10K = ("https://raw.githubusercontent.com/SophonPlus/ChineseNlpCorpus/master/datasets/waimai_10k/"
+              "waimai_10k.csv")
 
 
 def get_config(arg: str | None = None):
   c = sft.get_config(arg)
   c.unlock()
-  c.data.update(name="waimai_10k", dataset_info=DATASET_INFO, eval_fraction=0.1, seq_len=128, batch_size=32)
+  c.data.update(name=WAIMAI_10K, eval_fraction=0.1, seq_len=128, batch_size=32)
   c.sft.update(instruction="判断这条评论是好评还是差评，好评输出1，差评输出0", max_new_tokens=4,
                eval_examples=1200, eval_batch_size=100)
   c.model.update(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=384, max_seq_len=128)

@@ -1,8 +1,8 @@
 """Train the byte-level BPE tokenizer.
 
   python run.py --config=configs/tokenizer.py --config.workdir=/tmp/jaxllm/tok
-  python run.py --config=configs/tokenizer.py --config.workdir=W --config.data.name=tinyshakespeare \
-      --config.data.dataset_info=../shared/data/dataset_info.json --config.tokenizer.vocab_size=8192
+  python run.py --config=configs/tokenizer.py --config.workdir=W --config.tokenizer.vocab_size=8192 \
+      --config.data.name=https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
 
 Built-in task world, 1k vocab: a few seconds on 2 CPU cores. Writes W/tokenizer/ (tokenizer.tiktoken + config).
 """

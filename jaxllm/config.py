@@ -50,6 +50,10 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> None:
            f"{d.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
   _require(d.on_bad_row in ("fail", "skip"), "data.on_bad_row", f"{d.on_bad_row!r} is not 'fail' or 'skip'")
   _require(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", f"must be in [0, 1), got {d.eval_fraction}")
+  _require(d.on_long in ("truncate", "drop"), "data.on_long", f"{d.on_long!r} is not 'truncate' or 'drop'")
+  _require(0.0 < d.prompt_fraction < 1.0, "data.prompt_fraction", f"must be in (0, 1), got {d.prompt_fraction}")
+  _require(not d.streaming or bool(d.name), "data.streaming", "streams a named dataset (data.name), not the "
+           "built-in world")
   _require(c.loss.chunk_size >= 0, "loss.chunk_size", f"must be >= 0 (0 = the whole vocabulary at once), got "
            f"{c.loss.chunk_size}")
 

@@ -21,7 +21,8 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The project machines' real data (../shared/data/SOURCES.md); JAXLLM_SHARED_DATA points a git worktree at it.
+SHARED_DATA = pathlib.Path(os.environ.get("JAXLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from jaxllm.data import sources
 from jaxllm.data.sources import DataError, load, load_file, load_registry, read_rows, resolve
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("JAXLLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 ROWS = [{"instruction": "Add 2 and 3.", "input": "", "output": "5"},
         {"instruction": "Translate", "input": "bonjour", "output": "hello"}]
@@ -367,12 +367,12 @@ def test_registry_columns_remap_num_samples_and_limit(tmp_path):
 def test_registry_errors(tmp_path):
   info = tmp_path / "dataset_info.json"
   info.write_text(json.dumps({"b": {"file_name": "b.json"}, "a": {"file_name": "a.json", "colums": {}},
-                              "h": {"hf_hub_url": "x/y"}, "r": {"file_name": "r.json", "num_samples": 0}}))
+                              "h": {"ms_hub_url": "x/y"}, "r": {"file_name": "r.json", "num_samples": 0}}))
   with pytest.raises(DataError, match=r"dataset_info\.json: unknown dataset 'c'; known datasets: a, b, h, r"):
     resolve("c", str(info))
   with pytest.raises(DataError, match=r"dataset 'a': unknown keys \['colums'\]"):
     load("a", str(info), "chat")
-  with pytest.raises(DataError, match="remote sources"):
+  with pytest.raises(DataError, match=r"needs one of file_name, hf_hub_url, script_url \(ms_hub_url sources are not supported\)"):
     load("h", str(info), "chat")
   with pytest.raises(DataError, match="num_samples"):
     load("r", str(info), "chat")

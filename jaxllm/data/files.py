@@ -30,6 +30,7 @@ class LoadResult:
   skipped: int  # rows skipped because on_bad="skip"
   source: str  # file path(s) read
   skip_reasons: list[str] = dataclasses.field(default_factory=list)  # the first _MAX_REASONS skip messages
+  formatting: str = ""  # the format the records were read in (given or detected)
 
 
 class RowError(Exception):

@@ -1,4 +1,5 @@
-"""Row dicts -> records, one parser per formatting (alpaca, sharegpt, hh_rlhf, gsm8k, classification, text),
+"""Row dicts -> records, one parser per formatting (alpaca, sharegpt, hh_rlhf, gsm8k, classification, text; the
+TRL / OpenAI ones, messages, prompt_completion and preference, live in trl_formats.py),
 then conversion of a parsed conversation to the record kind a stage asked for (chat, preference, text).
 
 The semantics (LLaMA-Factory's, with the additions listed) are documented in `sources.py`, the module stages
@@ -11,6 +12,7 @@ import json
 import re
 from typing import Any, Callable
 
+from jaxllm.data import trl_formats
 from jaxllm.data.files import RowError, short
 from jaxllm.data.registry import TAG_DEFAULTS
 
@@ -36,6 +38,8 @@ def make_spec(formatting: str, ranking: bool, columns: dict | None, tags: dict |
   elif formatting == "sharegpt":
     resolved = {"messages": cols.get("messages", "conversations"), "system": cols.get("system"),
                 "tools": cols.get("tools")}
+  elif formatting == "messages":
+    resolved = {"messages": cols.get("messages", "messages")}
   elif formatting in ("gsm8k", "classification", "text"):
     prompt, response = {"gsm8k": ("question", "answer"), "classification": ("text", "label"),
                         "text": ("text", None)}[formatting]
@@ -255,7 +259,9 @@ def _as_text(conv: dict) -> dict:
 
 
 _AS = {"chat": _as_chat, "preference": _as_preference, "text": _as_text}
-_PARSERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "hh_rlhf": _hh_rlhf}
+_PARSERS = {"alpaca": _alpaca, "sharegpt": _sharegpt, "hh_rlhf": _hh_rlhf,
+            **{f: lambda row, spec, need, parse=getattr(trl_formats, f): _check(parse(row, spec, need))
+               for f in ("messages", "prompt_completion", "preference")}}
 
 
 def row_fn(spec: Spec, kind: str) -> Callable[[dict], dict]:

@@ -40,7 +40,6 @@ checkpointed and resumed exactly.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import grain
 import ml_collections
@@ -193,14 +192,7 @@ def records(config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict], 
   if not data.name:
     return (synthetic.preference_pairs(config.seed, "train", data.train_examples),
             synthetic.preference_pairs(config.seed, "eval", data.eval_examples), 0)
-  limit = data.max_examples or None
-  if data.dataset_info:
-    result = sources.load(data.name, data.dataset_info, "preference", on_bad=data.on_bad_row, limit=limit)
-  elif os.path.exists(data.name):
-    result = sources.load_file(data.name, "alpaca", "preference", on_bad=data.on_bad_row, limit=limit)
-  else:
-    raise FileNotFoundError(f"config.data.name={data.name!r} is neither a file nor a dataset (set "
-                            f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+  result = sources.load_config(data, "preference", limit=data.max_examples or None)
   if result.skipped:
     print(f"data: skipped {result.skipped} bad rows of {result.source} (data.on_bad_row=skip), e.g. "
           f"{'; '.join(result.skip_reasons[:3])}", flush=True)

@@ -1,5 +1,6 @@
-"""LLaMA-Factory `dataset_info.json` registries: name -> {file_name, formatting, ranking, columns, tags,
-num_samples}, validated entry by entry (`file_name` resolved relative to the registry's folder)."""
+"""LLaMA-Factory `dataset_info.json` registries: name -> {file_name | hf_hub_url | script_url, formatting, ranking,
+columns, tags, num_samples, subset, split, folder, revision}, validated entry by entry (`file_name` and
+`script_url` resolved relative to the registry's folder; `hf_hub_url` and `script_url` are read by hub.py)."""
 from __future__ import annotations
 
 import json
@@ -7,13 +8,15 @@ import os
 
 from jaxllm.data.files import DataError, short
 
-FORMATTINGS = ("alpaca", "sharegpt", "text", "hh_rlhf", "gsm8k", "classification")
+FORMATTINGS = ("alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text", "hh_rlhf", "gsm8k",
+               "classification")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected")
 TAG_DEFAULTS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
-_ENTRY_KEYS = {"file_name", "formatting", "ranking", "columns", "tags", "num_samples",
-               "file_sha1", "subset", "split", "folder", "revision"}  # the last five are accepted and ignored
-_REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+_ENTRY_KEYS = {"file_name", "hf_hub_url", "script_url", "formatting", "ranking", "columns", "tags", "num_samples",
+               "subset", "split", "folder", "revision", "file_sha1"}  # file_sha1 is accepted and ignored
+_UNSUPPORTED_KEYS = ("ms_hub_url", "om_hub_url", "cloud_file_name")  # ModelScope, Modelers, S3/GCS
+_SOURCE_KEYS = ("file_name", "hf_hub_url", "script_url")
 
 
 def load_registry(path: str) -> dict[str, dict]:
@@ -37,14 +40,19 @@ def load_registry(path: str) -> dict[str, dict]:
 
 
 def _check_entry(where: str, entry: dict) -> None:
-  unknown = set(entry) - _ENTRY_KEYS - set(_REMOTE_KEYS)
+  unknown = set(entry) - _ENTRY_KEYS - set(_UNSUPPORTED_KEYS)
   if unknown:
     raise DataError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}")
-  if "file_name" not in entry:
-    remote = [k for k in _REMOTE_KEYS if k in entry]
-    raise DataError(f"{where}: needs 'file_name'" + (f" (remote sources {remote} are not supported)" if remote else ""))
-  if not isinstance(entry["file_name"], str) or not entry["file_name"]:
-    raise DataError(f"{where}: 'file_name' must be a non-empty string, got {short(entry['file_name'])}")
+  given = [k for k in _SOURCE_KEYS if k in entry]
+  if not given:
+    other = [k for k in _UNSUPPORTED_KEYS if k in entry]
+    raise DataError(f"{where}: needs one of {', '.join(_SOURCE_KEYS)}" +
+                    (f" ({', '.join(other)} sources are not supported)" if other else ""))
+  if len(given) > 1:
+    raise DataError(f"{where}: give one of {', '.join(given)}, not several")
+  for key in given + [k for k in ("subset", "split", "folder", "revision") if k in entry]:
+    if not isinstance(entry[key], str) or not entry[key]:
+      raise DataError(f"{where}: '{key}' must be a non-empty string, got {short(entry[key])}")
   if entry.get("formatting", "alpaca") not in FORMATTINGS:
     raise DataError(f"{where}: formatting {entry['formatting']!r} is not one of {', '.join(FORMATTINGS)}")
   if not isinstance(entry.get("ranking", False), bool):
@@ -70,7 +78,8 @@ def check_maps(where: str, columns: dict | None, tags: dict | None) -> None:
 
 
 def resolve(name: str, dataset_info: str) -> dict:
-  """The registry entry for `name`, validated, with "file_name" made absolute (relative to the registry)."""
+  """The registry entry for `name`, validated, with "file_name" made absolute (relative to the registry) and
+  "registry_dir" added (where hub.py resolves local hf_hub_url / script_url folders)."""
   dataset_info = os.fspath(dataset_info)
   registry = load_registry(dataset_info)
   path = os.path.join(dataset_info, "dataset_info.json") if os.path.isdir(dataset_info) else dataset_info
@@ -78,5 +87,7 @@ def resolve(name: str, dataset_info: str) -> dict:
     raise DataError(f"{path}: unknown dataset {name!r}; known datasets: {', '.join(sorted(registry))}")
   entry = dict(registry[name])
   _check_entry(f"{path}: dataset {name!r}", entry)
-  entry["file_name"] = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(path)), entry["file_name"]))
+  entry["registry_dir"] = os.path.dirname(os.path.abspath(path))
+  if "file_name" in entry:
+    entry["file_name"] = os.path.abspath(os.path.join(entry["registry_dir"], entry["file_name"]))
   return entry

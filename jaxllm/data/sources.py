@@ -44,6 +44,9 @@ from __future__ import annotations
 
 import os
 
+from typing import Any, Callable, Iterator
+
+from jaxllm.data import detect, hub
 from jaxllm.data.files import DataError, LoadResult, RowError, Sink, located_rows, read_rows
 from jaxllm.data.formats import make_spec, row_fn, split_hh_transcript
 from jaxllm.data.registry import FORMATTINGS, check_maps, load_registry, resolve
@@ -54,10 +57,16 @@ __all__ = ["DataError", "FORMATTINGS", "KINDS", "LoadResult", "load", "load_file
            "resolve", "split_hh_transcript"]
 
 KINDS = ("text", "chat", "preference", "gsm8k", "classification")
+# A kind, or a function of the (given or detected) formatting that picks it (SFT reads classification data as
+# classification records and everything else as chat).
+KindArg = str | Callable[[str], str]
 # Which kinds each formatting can produce (preference also needs ranking data for alpaca / sharegpt).
 _KINDS_OF = {
     "alpaca": ("text", "chat", "preference"),
     "sharegpt": ("text", "chat", "preference"),
+    "messages": ("text", "chat"),
+    "prompt_completion": ("text", "chat"),
+    "preference": ("text", "chat", "preference"),
     "hh_rlhf": ("text", "chat", "preference"),
     "text": ("text",),
     "gsm8k": ("text", "chat", "gsm8k"),
@@ -65,9 +74,7 @@ _KINDS_OF = {
 }
 
 
-def _load(path: str, formatting: str, kind: str, columns: dict | None, tags: dict | None, ranking: bool,
-          on_bad: str, cap: int | None, what: str) -> LoadResult:
-  sink = Sink(on_bad)
+def _check_kind(what: str, formatting: str, kind: str, ranking: bool) -> None:
   if kind not in KINDS:
     raise ValueError(f"{what}: kind {kind!r} is not one of {', '.join(KINDS)}")
   if formatting not in FORMATTINGS:
@@ -77,24 +84,61 @@ def _load(path: str, formatting: str, kind: str, columns: dict | None, tags: dic
                      f"it gives {', '.join(_KINDS_OF[formatting])}")
   if kind == "preference" and formatting in ("alpaca", "sharegpt") and not ranking:
     raise ValueError(f"{what}: kind='preference' needs ranking data (\"ranking\": true with chosen/rejected)")
+
+
+def _rows(where: str | dict, sink: Sink, split: str, subset: str,
+          streaming: bool) -> tuple[Iterator[tuple[str, Any]], str]:
+  """(location, row) pairs of a path (files.py, or datasets for hub ids / Arrow / globs) or a registry entry."""
+  if isinstance(where, dict):  # a registry entry
+    if "file_name" not in where:
+      return hub.located_rows(hub.source_for_entry(where, where["registry_dir"], where["what"]), streaming)
+    where = where["file_name"]
+  if streaming or hub.wants_datasets(where):
+    return hub.located_rows(hub.source_for_name(where, subset, split), streaming)
+  rows, source = located_rows(where, sink)
+  return iter(rows), source
+
+
+def _load(where: str | dict, formatting: str | None, kind: KindArg, columns: dict | None, tags: dict | None,
+          ranking: bool | None, on_bad: str, cap: int | None, what: str, split: str = "train", subset: str = "",
+          streaming: bool = False) -> LoadResult:
+  """Records of `kind`; formatting None = detected from the first row (with the ranking it implies)."""
+  sink = Sink(on_bad)
+  kind_of = kind if callable(kind) else lambda formatting: kind
+  if formatting is not None:
+    kind = kind_of(formatting)
+    _check_kind(what, formatting, kind, bool(ranking))
   if cap is not None and (not isinstance(cap, int) or cap < 1):
     raise ValueError(f"{what}: limit must be a positive integer or None, got {cap!r}")
-  fn = row_fn(make_spec(formatting, ranking, columns, tags), kind)
-  rows, source = located_rows(os.fspath(path), sink)
-  records = []
-  for where, row in rows:
+  rows, source = _rows(where, sink, split, subset, streaming)
+  fn, records = None, []
+  for where_row, row in rows:
     if cap is not None and len(records) >= cap:
       break
+    if fn is None:
+      if formatting is None:
+        found = detect.detect(row, source)
+        formatting, columns, tags = found.formatting, columns or found.columns, tags or found.tags
+        ranking = found.ranking if ranking is None else ranking
+        kind = kind_of(formatting)
+        _check_kind(f"{what} (detected {formatting} data)", formatting, kind, ranking)
+      fn = row_fn(make_spec(formatting, bool(ranking), columns, tags), kind)
     try:
       records.append(fn(row))
     except RowError as e:
-      sink.bad(where, str(e))
+      sink.bad(where_row, str(e))
   if not records:
     raise DataError(f"{source}: no usable records (all {sink.skipped} skipped; first: {sink.reasons[:1]})")
-  return LoadResult(records, sink.skipped, source, sink.reasons)
+  return LoadResult(records, sink.skipped, source, sink.reasons, formatting)
 
 
-def load(name: str, dataset_info: str, kind: str, on_bad: str = "fail", limit: int | None = None) -> LoadResult:
+def entry_formatting(entry: dict) -> str | None:
+  """An entry's formatting: its own, alpaca when it remaps columns (LLaMA-Factory's default), else detected."""
+  return entry.get("formatting") or ("alpaca" if "columns" in entry else None)
+
+
+def load(name: str, dataset_info: str, kind: KindArg, on_bad: str = "fail", limit: int | None = None,
+         streaming: bool = False) -> LoadResult:
   """Records of `kind` from the dataset `name` in the registry `dataset_info` (a dataset_info.json path).
 
   `num_samples` in the entry and `limit` both cap the result to its first records.
@@ -102,17 +146,41 @@ def load(name: str, dataset_info: str, kind: str, on_bad: str = "fail", limit: i
   Sink(on_bad)  # validates on_bad before any reading
   entry = resolve(name, dataset_info)
   caps = [n for n in (entry.get("num_samples"), limit) if n is not None]
-  return _load(entry["file_name"], entry.get("formatting", "alpaca"), kind, entry.get("columns"), entry.get("tags"),
-               entry.get("ranking", False), on_bad, min(caps) if caps else None, f"dataset {name!r}")
+  formatting = entry_formatting(entry)
+  ranking = entry.get("ranking", False if formatting else None)
+  return _load({**entry, "what": f"dataset {name!r}"}, formatting, kind, entry.get("columns"), entry.get("tags"),
+               ranking, on_bad, min(caps) if caps else None, f"dataset {name!r}", streaming=streaming)
 
 
-def load_file(path: str, formatting: str, kind: str, columns: dict | None = None, tags: dict | None = None,
-              on_bad: str = "fail", *, ranking: bool | None = None, limit: int | None = None) -> LoadResult:
-  """`load` without a registry. `ranking` defaults to kind == "preference" (alpaca / sharegpt pairs)."""
+def load_file(path: str, formatting: str | None, kind: KindArg, columns: dict | None = None, tags: dict | None = None,
+              on_bad: str = "fail", *, ranking: bool | None = None, limit: int | None = None, split: str = "train",
+              subset: str = "", streaming: bool = False) -> LoadResult:
+  """`load` without a registry: a file, folder or glob, or a hub id / URL (hub.py). formatting None = detected
+  from the first row; else `ranking` defaults to kind == "preference" (alpaca / sharegpt pairs)."""
   what = f"load_file({os.fspath(path)!r})"
   try:
     check_maps(what, columns, tags)
   except DataError as e:  # a bad argument, not bad data
     raise ValueError(str(e)) from None
-  return _load(path, formatting, kind, columns, tags, kind == "preference" if ranking is None else ranking,
-               on_bad, limit, what)
+  if formatting is not None and ranking is None:
+    ranking = kind == "preference"
+  where = os.fspath(path)
+  return _load(where, formatting, kind, columns, tags, ranking, on_bad, limit, what, split, subset, streaming)
+
+
+def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | None = None,
+                split: str = "") -> LoadResult:
+  """Records of `kind` for a config's `data` section: data.name in data.dataset_info, else a path, glob, hub id
+  (hf:org/name with data.subset) or URL; data.split (or `split`), data.streaming. formatting '' / 'auto' =
+  detected (with data.dataset_info the registry entry decides)."""
+  fmt = None if formatting in ("", "auto") else formatting
+  if data.dataset_info:  # the registry entry says how to read it
+    return load(data.name, data.dataset_info, kind, on_bad=data.on_bad_row, limit=limit, streaming=data.streaming)
+  else:
+    name = data.name
+    if not (name.startswith(hub.HUB_PREFIX) or hub.wants_datasets(name) or os.path.exists(name)):
+      raise DataError(f"config.data.name={name!r} is not a file, folder, glob, hf:<org>/<name> hub id or URL (set "
+                      f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+    return load_file(name, fmt, kind, on_bad=data.on_bad_row, limit=limit, split=split or data.split,
+                       subset=data.subset, streaming=data.streaming)
+

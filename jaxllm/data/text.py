@@ -2,8 +2,6 @@
 split into training and held-out documents by seed."""
 from __future__ import annotations
 
-import os
-
 import ml_collections
 import numpy as np
 
@@ -27,15 +25,10 @@ def _join_short(texts: list[str], doc_chars: int) -> list[str]:
 
 
 def load_texts(data: ml_collections.ConfigDict) -> list[str]:
-  """All rows of data.name as text (a registry name, or a file path), in file order."""
+  """All rows of data.name as text (a registry name, a path, glob, hub id or URL), in file order; chat and
+  preference data are read as their turns joined (sources.py)."""
   limit = data.max_examples or None
-  if data.dataset_info:
-    result = sources.load(data.name, data.dataset_info, "text", on_bad=data.on_bad_row, limit=limit)
-  elif os.path.exists(data.name):
-    result = sources.load_file(data.name, "text", "text", on_bad=data.on_bad_row)
-  else:
-    raise FileNotFoundError(f"config.data.name={data.name!r} is neither a file nor a dataset (set "
-                            f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+  result = sources.load_config(data, "text", limit=limit)
   if result.skipped:
     print(f"data: skipped {result.skipped} malformed rows of {result.source} (data.on_bad_row=skip)")
   texts = [r["text"] for r in result.records[:limit]]

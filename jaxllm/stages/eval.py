@@ -3,7 +3,7 @@ are the last stdout line (one JSON object).
 
   python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=accuracy
   python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=accuracy \
-      --config.data.name=gsm8k_test --config.data.dataset_info=../shared/data/dataset_info.json
+      --config.data.name=hf:openai/gsm8k --config.data.subset=main --config.data.split=test    # network
   python run.py --config=configs/eval.py --config.init_from=W --config.eval.task=perplexity --config.data.name=...
   python run.py --config=configs/eval.py --config.init_from=REWARD_W --config.eval.task=pair_accuracy
 
@@ -52,16 +52,14 @@ def _answer_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], 
   if not config.data.name:
     items = synthetic.rl_prompts(config.seed, "eval", n)
     return [it["messages"] for it in items], [it["answer"] for it in items]
-  result = sources.load(config.data.name, config.data.dataset_info, "gsm8k", on_bad=config.data.on_bad_row,
-                        limit=n)
+  result = sources.load_config(config.data, "gsm8k", limit=n)
   system = {"role": "system", "content": config.eval.system or synthetic.SYSTEM_PROMPT}
   return ([[system, {"role": "user", "content": r["question"]}] for r in result.records],
           [r["answer"] for r in result.records])
 
 
 def _classification_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], list[str]]:
-  result = sources.load(config.data.name, config.data.dataset_info, "classification",
-                        on_bad=config.data.on_bad_row)
+  result = sources.load_config(config.data, "classification")
   _, held = text.split_documents(result.records, config.data.eval_fraction, config.seed)
   held = held[:config.eval.examples]
   prefix = f"{config.eval.instruction}\n" if config.eval.instruction else ""

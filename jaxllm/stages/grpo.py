@@ -94,14 +94,16 @@ def load_prompts(config: ml_collections.ConfigDict) -> tuple[list[dict], list[di
   if not data.name:
     return (synthetic.rl_prompts(config.seed, "train", data.train_examples),
             synthetic.rl_prompts(config.seed, "eval", r.eval_prompts), "built-in world")
-  if not data.dataset_info:
-    raise ConfigError("config.data.dataset_info: grpo reads named data (gsm8k format) through a "
-                      "dataset_info.json; set it, or data.name='' for the built-in world")
   limit = data.max_examples or None
-  train_rows = sources.load(data.name, data.dataset_info, "gsm8k", on_bad=data.on_bad_row, limit=limit)
+  train_rows = sources.load_config(data, "gsm8k", limit=limit)
   records = train_rows.records
   if r.eval_data:
+    if not data.dataset_info:
+      raise ConfigError("config.rl.eval_data: names a dataset of data.dataset_info; without one, set "
+                        "data.eval_split (e.g. 'test') or leave both empty to hold out data.eval_fraction")
     held = sources.load(r.eval_data, data.dataset_info, "gsm8k", on_bad=data.on_bad_row).records
+  elif data.eval_split:
+    held = sources.load_config(data, "gsm8k", limit=r.eval_prompts, split=data.eval_split).records
   else:
     records, held = text.split_documents(records, data.eval_fraction, config.seed)
   return (_gsm8k_chats(records, r.system_prompt), _gsm8k_chats(held[:r.eval_prompts], r.system_prompt),

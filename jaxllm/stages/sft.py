@@ -6,14 +6,13 @@
 
 Data (`data.name`): '' = the built-in task world (its own held-out split); a dataset of `data.dataset_info`
 (alpaca / sharegpt / gsm8k as chat; classification records become chat turns "sft.instruction\\ntext" ->
-label); or a file read with `sft.formatting`. Named data is split `data.eval_fraction` held out, by seed.
+label); or a file, folder, glob, hub id or URL read as `sft.formatting` (auto = detected from its columns). Named data is split `data.eval_fraction` held out, by seed.
 Evaluation: held-out loss/ppl, plus greedy-generation metrics from `jaxllm.evals` on `sft.eval_examples`
 held-out prompts (answer accuracy and format on the built-in world / gsm8k, label accuracy on classification).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections
 
@@ -40,10 +39,8 @@ def classification_chat(record: dict, instruction: str) -> dict:
           "tools": ""}
 
 
-def _formatting(config: ml_collections.ConfigDict) -> str:
-  if config.data.dataset_info:
-    return sources.resolve(config.data.name, config.data.dataset_info).get("formatting", "alpaca")
-  return config.sft.formatting
+def _record_kind(formatting: str) -> str:
+  return "classification" if formatting == "classification" else "chat"
 
 
 def load_chats(config: ml_collections.ConfigDict) -> ChatData:
@@ -56,18 +53,10 @@ def load_chats(config: ml_collections.ConfigDict) -> ChatData:
               for m in synthetic.sft_examples(config.seed, split, n, first_step_only=flawed)]
     kind = "answer" if s.eval_kind == "auto" else s.eval_kind
     return ChatData(chats("train", data.train_examples), chats("eval", data.eval_examples), kind, "built-in world")
-  formatting = _formatting(config)
-  record_kind = "classification" if formatting == "classification" else "chat"
-  limit = data.max_examples or None
-  if data.dataset_info:
-    result = sources.load(data.name, data.dataset_info, record_kind, on_bad=data.on_bad_row, limit=limit)
-  elif os.path.exists(data.name):
-    result = sources.load_file(data.name, formatting, record_kind, on_bad=data.on_bad_row, limit=limit)
-  else:
-    raise FileNotFoundError(f"config.data.name={data.name!r} is neither a file nor a dataset (set "
-                            f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+  result = sources.load_config(data, _record_kind, s.formatting, limit=data.max_examples or None)
+  formatting = result.formatting
   records = result.records
-  if record_kind == "classification":
+  if _record_kind(formatting) == "classification":
     records = [classification_chat(r, s.instruction) for r in records]
   kind = s.eval_kind
   if kind == "auto":
@@ -106,7 +95,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ("sft.train_on", s.train_on in chat_template.TRAIN_ON, f"{s.train_on!r} is not one of {chat_template.TRAIN_ON}"),
       ("sft.eval_kind", s.eval_kind in ("auto", "") + evals.KINDS,
        f"{s.eval_kind!r} is not one of auto, '', {', '.join(evals.KINDS)}"),
-      ("sft.formatting", s.formatting in sources.FORMATTINGS, f"{s.formatting!r} is not one of {sources.FORMATTINGS}"),
+      ("sft.formatting", s.formatting in ("auto",) + sources.FORMATTINGS,
+       f"{s.formatting!r} is not auto or one of {sources.FORMATTINGS}"),
       ("sft.eval_examples", s.eval_examples >= 0, f"must be >= 0, got {s.eval_examples}"),
       ("sft.first_step_only", 0.0 <= s.first_step_only <= 1.0, f"must be in [0, 1], got {s.first_step_only}"),
       ("sft.eval_batch_size", s.eval_batch_size > 0, f"must be > 0, got {s.eval_batch_size}"),
