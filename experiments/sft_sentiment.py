@@ -28,20 +28,19 @@ import sys
 
 from stage_runs import REPO, run  # noqa: E402 (experiments/ is the script's own folder on sys.path)
 
-DATASET_INFO = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "dataset_info.json"))
+sys.path.insert(0, REPO)
+from configs.sft_sentiment import WAIMAI_10K  # noqa: E402
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="/tmp/jaxllm/sentiment")
   parser.add_argument("--steps", type=int, default=0, help="override configs/sft_sentiment.py's steps")
+  parser.add_argument("--data", default=WAIMAI_10K, help="waimai_10k.csv: its public URL (network) or a local copy")
   args = parser.parse_args()
-  if not os.path.exists(DATASET_INFO):
-    sys.exit(f"{DATASET_INFO} not found: this experiment needs ../shared/data")
   tok = os.path.join(args.out, "tokenizer")
-  _, tok_timing = run("configs/tokenizer.py", tok, "--config.data.name=waimai_10k",
-                       f"--config.data.dataset_info={DATASET_INFO}", "--config.tokenizer.vocab_size=4096")
-  extra = [f"--config.steps={args.steps}"] if args.steps else []
+  _, tok_timing = run("configs/tokenizer.py", tok, f"--config.data.name={args.data}", "--config.tokenizer.vocab_size=4096")
+  extra = [f"--config.data.name={args.data}"] + ([f"--config.steps={args.steps}"] if args.steps else [])
   summary, timing = run("configs/sft_sentiment.py", os.path.join(args.out, "sft"), f"--config.tokenizer.path={tok}",
                          *extra)
   with open(os.path.join(args.out, "sft", "metrics.jsonl")) as f:

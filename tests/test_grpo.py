@@ -323,6 +323,9 @@ def test_gsm8k_prompts_carry_the_format_instruction(shared_data):
   from jaxllm.stages import grpo
 
   config = importlib.import_module("configs.grpo_gsm8k").get_config("tiny")
+  config.unlock()  # the config reads hf:openai/gsm8k (network); the same splits offline:
+  config.data.update(name="gsm8k_train", dataset_info=str(shared_data / "dataset_info.json"), eval_split="")
+  config.rl.eval_data = "gsm8k_test"
   train_records, held, source = grpo.load_prompts(config)
   assert len(train_records) == 64 and len(held) == 4 and "train.jsonl" in source
   first = train_records[0]

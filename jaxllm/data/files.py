@@ -24,6 +24,10 @@ class DataError(ValueError):
   """A data file or registry is malformed: the message names the file, the row and the field at fault."""
 
 
+class DataNotFoundError(DataError, FileNotFoundError):
+  """A data file, folder or dataset named by the user does not exist."""
+
+
 @dataclasses.dataclass
 class LoadResult:
   records: list[dict]

@@ -15,7 +15,7 @@ import socket
 import urllib.parse
 from typing import Any, Iterator
 
-from jaxllm.data.files import DataError
+from jaxllm.data.files import DataError, DataNotFoundError
 
 HUB_PREFIX = "hf:"
 NETWORK_TIMEOUT_S = 3.0
@@ -83,7 +83,7 @@ def source_for_name(name: str, subset: str = "", split: str = "train") -> Source
   else:
     files = sorted(glob.glob(name, recursive=True)) if glob.has_magic(name) else [name]
   if not files or not all(os.path.exists(f) for f in files):
-    raise FileNotFoundError(f"data.name={name!r}: no data files found")
+    raise DataNotFoundError(f"data.name={name!r}: no data files found")
   builder, files = _builder_files(files, name)
   return Source(name, builder, data_files=files)
 

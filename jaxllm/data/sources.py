@@ -47,7 +47,7 @@ import os
 from typing import Any, Callable, Iterator
 
 from jaxllm.data import detect, hub
-from jaxllm.data.files import DataError, LoadResult, RowError, Sink, located_rows, read_rows
+from jaxllm.data.files import DataError, DataNotFoundError, LoadResult, RowError, Sink, located_rows, read_rows
 from jaxllm.data.formats import make_spec, row_fn, split_hh_transcript
 from jaxllm.data.registry import FORMATTINGS, check_maps, load_registry, resolve
 
@@ -179,7 +179,7 @@ def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | Non
   else:
     name = data.name
     if not (name.startswith(hub.HUB_PREFIX) or hub.wants_datasets(name) or os.path.exists(name)):
-      raise DataError(f"config.data.name={name!r} is not a file, folder, glob, hf:<org>/<name> hub id or URL (set "
+      raise DataNotFoundError(f"config.data.name={name!r} is not a file, folder, glob, hf:<org>/<name> hub id or URL (set "
                       f"config.data.dataset_info to a dataset_info.json to use dataset names)")
     return load_file(name, fmt, kind, on_bad=data.on_bad_row, limit=limit, split=split or data.split,
                        subset=data.subset, streaming=data.streaming)
