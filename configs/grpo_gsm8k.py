@@ -1,16 +1,18 @@
-"""GRPO on GSM8K (hf:openai/gsm8k, subset main: train split, held out the test split): the GSM8K reward (final number after "####", else the last number;
-commas, "$" and trailing zeros normalised) plus a small format reward, held-out pass@1 on the test split.
+"""GRPO on GSM8K (hf:openai/gsm8k, subset main: the train split, held out the test split): the GSM8K reward
+(final number after "####", else the last number; commas, "$" and trailing zeros normalised) plus a small format
+reward, held-out pass@1 on the test split.
 
   python run.py --config=configs/grpo_gsm8k.py --config.init_from=SFT_WORKDIR --config.workdir=W
   python run.py --config=configs/grpo_gsm8k.py:tiny --config.init_from=W --config.workdir=D    # smoke test
 
 The data is a Hugging Face hub id, so the run needs the network (or the datasets cache with
 HF_DATASETS_OFFLINE=1); a local copy works too: --config.data.name=train.jsonl --config.data.eval_split=''
---config.data.eval_fraction=0.1 (or a dataset_info.json name with --config.rl.eval_data). init_from should be a
-chat model that already writes "... #### <number>" answers (e.g. configs/sft.py with
---config.data.name=hf:openai/gsm8k --config.data.subset=main); the system prompt below asks for that format. GSM8K questions run to ~200
-tokens and solutions to ~300, so the model needs max_seq_len >= rl.max_prompt_len + rl.max_new_tokens; a
-CPU-sized model will not solve many of them: this config is for real hardware and real checkpoints.
+(data.eval_fraction is then held out), or a dataset_info.json name with --config.rl.eval_data. init_from
+should be a chat model that already writes "... #### <number>" answers (e.g. configs/sft.py with
+--config.data.name=hf:openai/gsm8k --config.data.subset=main); the system prompt below asks for that format.
+GSM8K questions run to ~200 tokens and solutions to ~300, so the model needs max_seq_len >= rl.max_prompt_len +
+rl.max_new_tokens; a CPU-sized model will not solve many of them: this config is for real hardware and real
+checkpoints.
 """
 import os
 import sys

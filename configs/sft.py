@@ -7,8 +7,9 @@
 The model architecture and tokenizer come from init_from (without it: a random init of model.*). Default
 (200 steps of 16 packed rows x 256 tokens from configs/pretrain.py's model): ~8 min of CPU time on 2 cores;
 held-out answer format 100% and answer accuracy 76% (experiments/sft_builtin.py has the numbers).
-Other data (format told from the columns; docs/data.md): --config.data.name=hf:tatsu-lab/alpaca (network),
---config.data.name=https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json (network), a local file / folder / glob
+Other data (format told from the columns; docs/data.md): --config.data.name=hf:tatsu-lab/alpaca (network), a
+local file / folder / glob, or a file's URL (network), e.g.
+--config.data.name=https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json
 """
 import os
 import sys

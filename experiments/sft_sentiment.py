@@ -39,7 +39,8 @@ def main() -> None:
   parser.add_argument("--data", default=WAIMAI_10K, help="waimai_10k.csv: its public URL (network) or a local copy")
   args = parser.parse_args()
   tok = os.path.join(args.out, "tokenizer")
-  _, tok_timing = run("configs/tokenizer.py", tok, f"--config.data.name={args.data}", "--config.tokenizer.vocab_size=4096")
+  _, tok_timing = run("configs/tokenizer.py", tok, f"--config.data.name={args.data}",
+                       "--config.tokenizer.vocab_size=4096")
   extra = [f"--config.data.name={args.data}"] + ([f"--config.steps={args.steps}"] if args.steps else [])
   summary, timing = run("configs/sft_sentiment.py", os.path.join(args.out, "sft"), f"--config.tokenizer.path={tok}",
                          *extra)

@@ -1,8 +1,9 @@
-"""Dataset readers: files on disk -> normalised Python records (no JAX here).
+"""Dataset readers: files on disk or Hugging Face datasets -> normalised Python records (no JAX here).
 
 Two layers:
   * `read_rows(path)` turns a .json / .jsonl / .csv / .parquet / .txt file (optionally .gz, or a folder of
-    such files) into row dicts;
+    such files) into row dicts; hub.py does the same through `datasets` for hub ids (hf:org/name), URLs,
+    save_to_disk / Parquet / Arrow folders, globs and hf_hub_url / script_url registry entries;
   * `load(name, dataset_info, kind)` / `load_file(path, formatting, kind)` parse those rows in one of the
     formats below and return records of the `kind` the calling stage needs.
 
@@ -15,6 +16,9 @@ num_samples}); `file_name` is relative to the registry's folder. Formats:
                   must alternate Human/Assistant, and both sides share every turn before the final Assistant one
   gsm8k           question / answer, the answer a worked solution ending "#### <number>" (<<calc>> notes kept)
   classification  text / label (remap with columns.prompt -> text, columns.response -> label)
+  messages, prompt_completion, preference   the TRL / OpenAI formats (trl_formats.py)
+Without a formatting (no "formatting" and no "columns" in the entry, formatting=None, sft.formatting=auto) the
+format is told from the first row's columns (detect.py); an explicit one always wins.
 
 Kinds (what `load` returns, one dict per record):
   text            {"text": str}
@@ -53,7 +57,8 @@ from jaxllm.data.registry import FORMATTINGS, check_maps, load_registry, resolve
 
 # The loading API stages and tests use; the pieces live in files.py (reading), registry.py (dataset_info.json)
 # and formats.py (row parsing).
-__all__ = ["DataError", "FORMATTINGS", "KINDS", "LoadResult", "load", "load_file", "load_registry", "read_rows",
+__all__ = ["DataError", "DataNotFoundError", "FORMATTINGS", "KINDS", "LoadResult", "load", "load_config", "load_file",
+           "load_registry", "read_rows",
            "resolve", "split_hh_transcript"]
 
 KINDS = ("text", "chat", "preference", "gsm8k", "classification")
@@ -179,8 +184,8 @@ def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | Non
   else:
     name = data.name
     if not (name.startswith(hub.HUB_PREFIX) or hub.wants_datasets(name) or os.path.exists(name)):
-      raise DataNotFoundError(f"config.data.name={name!r} is not a file, folder, glob, hf:<org>/<name> hub id or URL (set "
-                      f"config.data.dataset_info to a dataset_info.json to use dataset names)")
+      raise DataNotFoundError(f"config.data.name={name!r} is not a file, folder, glob, hf:<org>/<name> hub id or "
+                              f"URL (set config.data.dataset_info to a dataset_info.json to use dataset names)")
     return load_file(name, fmt, kind, on_bad=data.on_bad_row, limit=limit, split=split or data.split,
                        subset=data.subset, streaming=data.streaming)
 
