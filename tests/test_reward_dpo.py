@@ -71,8 +71,8 @@ def test_pair_batch_matches_the_chat_template_and_truncates_prompts_alike(tok):
              {"messages": [{"role": "user", "content": "q"}], "chosen": "a " * 100, "rejected": "b"},  # too long
              {"messages": [{"role": "user", "content": "q"}], "chosen": "yes", "rejected": "no"},  # short
              *_records(2)]
-  pairs = preference.tokenize(tok, records, 48)
-  assert len(pairs) == 4 and pairs.dropped == 1
+  pairs = preference.tokenize(tok, records, 48, on_long="drop")  # the pair whose answers overflow is dropped
+  assert len(pairs) == 4 and pairs.dropped == 1 and pairs.truncated == 3  # prompts cut: row 0, both _records
   batch = preference.make_batch(pairs, np.arange(4))
   assert batch["tokens"].shape == (4, 48) and batch["side_index"].shape == (4, 2, 48)
   assert batch["last_index"].shape == (4, 2)
@@ -166,6 +166,7 @@ def test_shared_preference_datasets_load_and_batch(shared_data, tok, tmp_path, n
   assert len(train) > 10 * len(held) > 0
   batches, eval_batches, counts = preference.build(config, tok)
   assert counts["train_pairs"] + counts["eval_pairs"] + counts["dropped_too_long"] == len(train) + len(held)
+  assert counts["dropped_too_long"] == 0  # over-long pairs are truncated (data.on_long=truncate), not dropped
   assert counts["train_pairs"] > 0  # a 512-token world tokenizer makes long English/Chinese answers long
   batch = batches.next(None)
   assert batch["tokens"].shape == (config.data.batch_size, 1024) and batch["weight"].shape == (8,)

@@ -63,11 +63,17 @@ def test_system_turn_is_cut_too_when_it_does_not_fit_beside_the_answer(tok):
   assert text.endswith("question?<|im_end|>\n<|im_start|>assistant\n#### 3<|im_end|>")
 
 
-def test_examples_whose_answer_alone_is_too_long_are_dropped_and_counted(tok):
-  chats = [_chat(None, "q", "#### 1"), _chat(None, "q", " ".join(["long"] * 100)), _chat(None, "q", "#### 2")]
-  examples, stats = sft_data.encode(tok, chats, seq_len=32)
+def test_examples_whose_answer_alone_is_too_long_are_truncated_or_dropped_and_counted(tok):
+  long_answer = " ".join(["long"] * 100)
+  chats = [_chat(None, "q" * 40, "#### 1"), _chat(None, "question " * 30, long_answer), _chat(None, "q", "#### 2")]
+  examples, stats = sft_data.encode(tok, chats, seq_len=32, on_long="drop")
   assert len(examples) == 2 and stats.dropped == 1 and stats.examples == 2
   assert "1 dropped" in stats.describe()
+  examples, stats = sft_data.encode(tok, chats, seq_len=32, prompt_fraction=0.25)  # on_long="truncate"
+  assert len(examples) == 3 and stats.dropped == 0 and stats.truncated == 2
+  cut = examples[1]
+  assert len(cut.ids) == 33 and 8 <= int(np.argmax(cut.loss_mask)) <= 11  # the prompt's last 8 ids, a header
+  assert tok.decode(cut.ids[-5:].tolist()) in long_answer and cut.loss_mask[-1] == 1  # the answer's head
 
 
 def test_a_malformed_record_is_named_or_skipped(tok):

@@ -14,9 +14,12 @@ Every token's hidden state is exactly what it would be in its own side's row, an
 computed once: on the built-in world, where the prompt is ~3/4 of a side, a pair costs a 104-token row
 instead of two of 80-96.
 
-Truncation keeps both answers whole and cuts the prompt from the left until the row (p + 1 + |C| + |R|
-tokens) fits `data.seq_len`; a pair whose answers alone leave no room for a prompt token is dropped and
-counted. A batch of B pairs holds:
+Truncation (`data.on_long=truncate`, LLaMA-Factory's cutoff_len / TRL's max_length, counted as truncated): the
+row (p + 1 + |C| + |R| tokens) must fit `data.seq_len`. While both answers fit beside at least one prompt token,
+only the prompt is cut, from the left; otherwise the prompt keeps its last `data.prompt_fraction` of the budget
+(or all of itself if shorter) and the answers share the rest, each cut at its end (the shorter one whole when it
+fits in half). `data.on_long=drop` drops such pairs instead (counted), as does a cut that leaves both answers
+identical. A batch of B pairs holds:
 
   tokens, targets, positions, segment_ids, prefix_ids   [B, L] int32    the rows the model runs on; a
                                                                         target is the next token of its own
@@ -58,7 +61,8 @@ class Pairs:
   ids: np.ndarray
   lengths: np.ndarray
   prompt_len: np.ndarray
-  dropped: int = 0  # pairs whose answers alone did not fit in seq_len
+  dropped: int = 0  # pairs whose answers alone did not fit in seq_len (on_long=drop), or equal once cut
+  truncated: int = 0  # pairs cut to fit (prompt from the left, answers at the end)
   skipped: int = 0  # bad rows skipped (data.on_bad_row = "skip")
   pad_id: int = 0  # the id that pads rows
 
@@ -87,16 +91,34 @@ def answer_ids(tokenizer: Tokenizer, content: str) -> list[int]:
   return tokenizer.encode(content) + [tokenizer.im_end_id]
 
 
+def fit_pair(prompt: list[int], answers: list[list[int]], budget: int,
+             prompt_fraction: float) -> tuple[list[int], list[list[int]]] | None:
+  """(prompt, answers) cut so that len(prompt) + both answers <= budget (see the module docstring), or None
+  when the answers need cutting and that is not allowed (prompt_fraction None)."""
+  a, b = len(answers[0]), len(answers[1])
+  if len(prompt) + a + b <= budget:
+    return prompt, answers
+  if a + b < budget:  # the answers fit beside some prompt: cut the prompt only
+    return prompt[len(prompt) - (budget - a - b):], answers
+  if prompt_fraction is None:
+    return None
+  keep = min(len(prompt), max(1, int(budget * prompt_fraction)))
+  room = budget - keep  # for both answers
+  first = min(a, max(room // 2, room - b))
+  return prompt[len(prompt) - keep:], [answers[0][:first], answers[1][:room - first]]
+
+
 def tokenize(tokenizer: Tokenizer, records: list[dict], seq_len: int, on_bad: str = "fail",
-             what: str = "preference data") -> Pairs:
-  """Render, check and truncate every pair. Bad records raise a DataError naming their row (0-based index in
-  `records`), or with on_bad="skip" are counted; over-long pairs are always dropped and counted."""
+             what: str = "preference data", on_long: str = "truncate", prompt_fraction: float = 0.5) -> Pairs:
+  """Render, check and fit every pair. Bad records raise a DataError naming their row (0-based index in
+  `records`), or with on_bad="skip" are counted; over-long pairs are truncated (or with on_long="drop"
+  dropped) and counted."""
   if on_bad not in ("fail", "skip"):
     raise ValueError(f"on_bad must be 'fail' or 'skip', got {on_bad!r}")
   ids = np.full((len(records), 2, seq_len), tokenizer.pad_id, np.int32)
   lengths = np.zeros((len(records), 2), np.int32)
   prompt_len = np.zeros(len(records), np.int32)
-  n = dropped = skipped = 0
+  n = dropped = skipped = truncated = 0
   reasons: list[str] = []
   for row, record in enumerate(records):
     why = check_record(record)
@@ -109,11 +131,12 @@ def tokenize(tokenizer: Tokenizer, records: list[dict], seq_len: int, on_bad: st
       continue
     prompt = chat_template.prompt_ids(tokenizer, record["messages"])
     answers = [answer_ids(tokenizer, record[side]) for side in SIDES]
-    room = seq_len - 1 - sum(len(a) for a in answers)  # prompt tokens that fit in a row beside both answers
-    if room < 1:
+    fitted = fit_pair(prompt, answers, seq_len - 1, prompt_fraction if on_long == "truncate" else None)
+    if fitted is None or fitted[1][0] == fitted[1][1]:
       dropped += 1
       continue
-    prompt = prompt[-room:]  # the same left cut on both sides
+    truncated += int(len(fitted[0]) < len(prompt) or fitted[1] != answers)
+    prompt, answers = fitted
     for s, answer in enumerate(answers):
       seq = prompt + answer
       ids[n, s, :len(seq)] = seq
@@ -122,9 +145,11 @@ def tokenize(tokenizer: Tokenizer, records: list[dict], seq_len: int, on_bad: st
     n += 1
   if skipped:
     print(f"{what}: skipped {skipped} bad pairs (data.on_bad_row=skip), e.g. {'; '.join(reasons)}", flush=True)
-  if dropped:
-    print(f"{what}: dropped {dropped} pairs whose two answers alone fill data.seq_len={seq_len}", flush=True)
-  return Pairs(ids[:n], lengths[:n], prompt_len[:n], dropped, skipped, tokenizer.pad_id)
+  if truncated or dropped:
+    print(f"{what}: {truncated} pairs truncated to data.seq_len={seq_len}, {dropped} dropped (data.on_long="
+          f"{on_long})", flush=True)
+  return Pairs(ids[:n], lengths[:n], prompt_len[:n], dropped=dropped, skipped=skipped, pad_id=tokenizer.pad_id,
+               truncated=truncated)
 
 
 def make_batch(pairs: Pairs, index: np.ndarray, weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -206,9 +231,11 @@ def build(config: ml_collections.ConfigDict, tokenizer: Tokenizer
   data = config.data
   train_records, eval_records, read_skipped = records(config)
   what = data.name or "built-in preference pairs"
-  train = tokenize(tokenizer, train_records, data.seq_len, data.on_bad_row, f"{what} (train)")
-  held = tokenize(tokenizer, eval_records, data.seq_len, data.on_bad_row, f"{what} (held out)")
-  counts = {"train_pairs": len(train), "eval_pairs": len(held), "dropped_too_long": train.dropped + held.dropped,
+  fit = dict(on_long=data.on_long, prompt_fraction=data.prompt_fraction)
+  train = tokenize(tokenizer, train_records, data.seq_len, data.on_bad_row, f"{what} (train)", **fit)
+  held = tokenize(tokenizer, eval_records, data.seq_len, data.on_bad_row, f"{what} (held out)", **fit)
+  counts = {"train_pairs": len(train), "eval_pairs": len(held),
+            "truncated_too_long": train.truncated + held.truncated, "dropped_too_long": train.dropped + held.dropped,
             "skipped_bad": read_skipped + train.skipped + held.skipped}
   return (train_batches(train, data.batch_size, config.seed),
           eval_batches(held, data.batch_size, config.eval.batches), counts)

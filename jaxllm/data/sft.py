@@ -6,7 +6,9 @@ loss mask mask[1:], positions 0..n-2 and its own segment id.
 
 Truncation keeps the answer: with room for seq_len + 1 ids, the prompt is cut from the left; a leading system
 turn is kept whole when it fits beside the answer. The "answer" is the last turn that carries loss (header
-included); an example whose answer alone does not fit is dropped and counted.
+included). When the answer alone does not fit (LLaMA-Factory's cutoff_len, TRL's max_length), the prompt keeps
+its last `prompt_fraction` of the room (all of itself if shorter) and the answer is cut at its end; with
+on_long="drop" such an example is dropped instead. Both are counted.
 
 Packing (`packing=True`) places examples into rows first-fit, in a seed-shuffled order, once; rows are then
 shuffled every epoch by grain, so the iterator position (grain's JSON state) is all a checkpoint needs to
@@ -39,8 +41,8 @@ class Stats:
   """What became of the records, and how full the rows are."""
   seq_len: int
   examples: int = 0  # kept (possibly truncated)
-  truncated: int = 0  # prompt cut from the left to fit
-  dropped: int = 0  # answer alone longer than seq_len + 1 tokens
+  truncated: int = 0  # prompt cut from the left (and the answer at its end) to fit
+  dropped: int = 0  # answer alone longer than seq_len + 1 tokens, with on_long="drop"
   skipped: int = 0  # malformed records (data.on_bad_row=skip)
   rows: int = 0  # sequences of seq_len slots
   loss_tokens: int = 0  # slots whose target carries loss
@@ -57,14 +59,15 @@ class Stats:
   def describe(self) -> str:
     d = self.as_dict()
     return (f"{self.examples} examples ({self.truncated} truncated, {self.dropped} dropped: answer longer than "
-            f"seq_len, {self.skipped} malformed skipped) in {self.rows} rows of {self.seq_len} "
+            f"seq_len with data.on_long=drop, {self.skipped} malformed skipped) in {self.rows} rows of {self.seq_len} "
             f"({d['examples_per_row']:.2f} per row); {d['loss_token_share']:.1%} of tokens carry loss, "
             f"{d['padding_share']:.1%} are padding")
 
 
-def truncate(rendered: chat_template.Rendered, max_ids: int,
-             has_system: bool) -> tuple[list[int], list[int], bool] | None:
-  """(ids, mask, was_truncated) holding at most max_ids ids with the answer whole; None if it cannot fit."""
+def truncate(rendered: chat_template.Rendered, max_ids: int, has_system: bool,
+             prompt_fraction: float | None = None) -> tuple[list[int], list[int], bool] | None:
+  """(ids, mask, was_truncated) holding at most max_ids ids with the answer whole if it fits; else the answer
+  cut at its end after the prompt's last prompt_fraction * max_ids ids (None when prompt_fraction is None)."""
   ids, mask = rendered.ids, rendered.loss_mask
   last = max((i for i, m in enumerate(mask) if m), default=-1)
   if last < 0:
@@ -75,7 +78,11 @@ def truncate(rendered: chat_template.Rendered, max_ids: int,
   answer = max(s for s in rendered.turn_starts if s <= last)  # the turn holding the last loss token
   answer_len = len(ids) - answer
   if answer_len > max_ids:
-    return None
+    if prompt_fraction is None:
+      return None
+    keep = min(answer, max(1, int(max_ids * prompt_fraction)))
+    cut = slice(answer - keep, answer - keep + max_ids)
+    return ids[cut], mask[cut], True
   system_end = rendered.turn_starts[1] if has_system and len(rendered.turn_starts) > 1 else 0
   if system_end >= answer or system_end + answer_len > max_ids:
     system_end = 0  # the system turn does not fit beside the answer (or is the answer's own prefix): cut it too
@@ -86,7 +93,8 @@ def truncate(rendered: chat_template.Rendered, max_ids: int,
 
 
 def encode(tokenizer: Tokenizer, conversations: list[dict], seq_len: int, *, train_on: str = "last",
-           on_bad: str = "fail", source: str = "data") -> tuple[list[Example], Stats]:
+           on_bad: str = "fail", source: str = "data", on_long: str = "truncate",
+           prompt_fraction: float = 0.5) -> tuple[list[Example], Stats]:
   """Render and truncate `{"messages", "tools"}` records. A malformed record raises ValueError naming it (or
   is counted in `Stats.skipped` with on_bad="skip")."""
   stats = Stats(seq_len=seq_len)
@@ -96,7 +104,7 @@ def encode(tokenizer: Tokenizer, conversations: list[dict], seq_len: int, *, tra
       messages = chat_template.with_tools(conv["messages"], conv.get("tools", ""))
       rendered = chat_template.render(tokenizer, messages, train_on=train_on)
       has_system = bool(messages) and messages[0]["role"] == "system"
-      fitted = truncate(rendered, seq_len + 1, has_system)
+      fitted = truncate(rendered, seq_len + 1, has_system, prompt_fraction if on_long == "truncate" else None)
     except (ValueError, KeyError, TypeError) as e:
       message = f"{source}: record {i}: {type(e).__name__}: {e}"
       if on_bad == "skip":

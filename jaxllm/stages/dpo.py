@@ -33,6 +33,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
   batches, eval_batches, counts = preference.build(c, env.tokenizer)
   env.log(f"dpo: {counts}")
   loss = c.loss.name or "dpo"
-  task = train.Task(loss=loss, batches=batches, needs_reference=True,
+  data_counts = {"data_truncated": counts["truncated_too_long"], "data_dropped": counts["dropped_too_long"]}
+  task = train.Task(loss=loss, batches=batches, needs_reference=True, host_metrics=lambda: data_counts,
                     evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches))
   return {**train.fit(env, task), **counts}

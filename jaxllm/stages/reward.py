@@ -39,6 +39,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     return {reward_model.HEAD: reward_model.init_head(rng, c.model.d_model, c.reward.head_init,
                                                             c.reward.loglik_init)}
 
-  task = train.Task(loss=loss, batches=batches, extra_params=head,
+  data_counts = {"data_truncated": counts["truncated_too_long"], "data_dropped": counts["dropped_too_long"]}
+  task = train.Task(loss=loss, batches=batches, extra_params=head, host_metrics=lambda: data_counts,
                     evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches))
   return {**train.fit(env, task), **counts}

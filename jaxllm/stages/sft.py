@@ -116,7 +116,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
   if chats.skipped:
     env.log(f"sft: skipped {chats.skipped} malformed rows of {chats.source} (data.on_bad_row=skip)")
   pad = env.tokenizer.pad_id
-  common = dict(seq_len=c.data.seq_len, train_on=s.train_on, on_bad=c.data.on_bad_row)
+  common = dict(seq_len=c.data.seq_len, train_on=s.train_on, on_bad=c.data.on_bad_row, on_long=c.data.on_long,
+                prompt_fraction=c.data.prompt_fraction)
   train_examples, train_stats = sft_data.encode(env.tokenizer, chats.train, source=f"{chats.source} (train)",
                                                  **common)
   eval_examples, eval_stats = sft_data.encode(env.tokenizer, chats.eval, source=f"{chats.source} (held out)",
@@ -142,7 +143,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
                                           tools=tools))
     return out
 
-  task = train.Task(loss=loss, batches=batches, evaluate=evaluate,
+  data_counts = {"data_truncated": train_stats.truncated, "data_dropped": train_stats.dropped}
+  task = train.Task(loss=loss, batches=batches, evaluate=evaluate, host_metrics=lambda: data_counts,
                     on_end=lambda state: _print_samples(env, state, *references(chats.eval, chats.kind)))
   summary = train.fit(env, task)
   summary.update(train_stats.as_dict("data_"))
