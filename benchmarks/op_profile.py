@@ -66,7 +66,7 @@ def profile(size: str, steps: int, warmup: int, top: int, ops: str = PRODUCTS) -
   s = train_step.SIZES[size]
   args = types.SimpleNamespace(dtype="", remat="none", chunk_size=0)
   env = train_step._jax_env(s, args, "pretrain")
-  state, step_fn = train_step.jax_step(env, "lm")
+  state, step_fn = train_step.jax_step(env, "pretrain")
   host_batch = train_step.lm_batches(s, env.config.model.vocab_size, 1)[0]
   with env.mesh_context():  # before the first step donates `state`
     hlo = step_fn.lower(state, sharding.put_batch(host_batch, env.mesh)).compile().as_text()

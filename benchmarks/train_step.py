@@ -115,7 +115,7 @@ def peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- jax rows
 
-def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = False):
+def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = False, rl: dict | None = None):
   """An `Env` as runtime.prepare builds it, minus tokenizer and workdir (the train step reads neither)."""
   import jax
   from configs import base, grpo, reward
@@ -134,6 +134,8 @@ def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = F
   c.steps = 1000
   if lora:
     c.lora.update(rank=LORA_RANK, alpha=2.0 * LORA_RANK)
+  if rl:
+    c.rl.update(**rl)
   validate(c, jax.device_count())
   cfg = ModelConfig.from_config(c)
   return Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
@@ -141,7 +143,7 @@ def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = F
              train_model=Transformer(cfg, deterministic=c.lora.dropout == 0.0), pretrained=None)
 
 
-class _NoBatches:  # train.init_state reads only Task.loss / extra_params / needs_reference
+class _NoBatches:  # train.init_state reads only Task.loss (and the objective's entry)
   def next(self, state): raise NotImplementedError
 
   def get_state(self): return {}
@@ -149,7 +151,7 @@ class _NoBatches:  # train.init_state reads only Task.loss / extra_params / need
   def set_state(self, state): pass
 
 
-def jax_step(env, loss: str, extra_params=None, needs_reference: bool = False):
+def jax_step(env, loss: str):
   """(state, step) exactly as train.fit builds them."""
   import jax
   from jaxllm import sharding, train
@@ -157,7 +159,7 @@ def jax_step(env, loss: str, extra_params=None, needs_reference: bool = False):
 
   c = env.config
   tx = make_optimizer(c.optim, c.steps)
-  task = train.Task(loss=loss, batches=_NoBatches(), extra_params=extra_params, needs_reference=needs_reference)
+  task = train.Task(loss=loss, batches=_NoBatches())
   state, state_sh = train.init_state(env, task, tx)
   step_fn = jax.jit(train.make_train_step(env, loss, tx, learning_rate_schedule(c.optim, c.steps)),
                     in_shardings=(state_sh, sharding.batch_sharding(env.mesh)),
@@ -225,17 +227,16 @@ def jax_memory_mb(reset: bool) -> float:
 def make_jax_row(row: str, s: dict, args):
   """-> (run(n_steps) -> seconds, info, last loss) for a jax row (compiled by its first run)."""
   import jax
-  from jaxllm import reward_model
 
   stage = {"jax_reward": "reward"}.get(row, "pretrain")
   vocab = 32768 if row == "jax_full_v32k" else None
   env = _jax_env(s, args, stage, vocab=vocab, lora=row == "jax_lora")
   if row == "jax_reward":
-    head = lambda rng: {reward_model.HEAD: reward_model.init_head(rng, s["d_model"], 0.02)}
-    state, step_fn = jax_step(env, "reward", extra_params=head)
+    env.config.reward.update(head_init=0.02, loglik_init=0.0)  # a plain scalar head
+    state, step_fn = jax_step(env, "reward")
     host_batches = reward_batches(s, 4)
   else:
-    state, step_fn = jax_step(env, "lm")
+    state, step_fn = jax_step(env, "pretrain")
     host_batches = lm_batches(s, env.config.model.vocab_size, 4)
   info = {"params": sum(x.size for x in jax.tree.leaves(state.params)),
           "device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}", "jax": jax.__version__}
@@ -340,10 +341,9 @@ def grpo_split(s: dict, args) -> dict:
   prompts_n, group, prompt_len, new = (2, 2, 8, 8) if args.size == "smoke" else (4, 8, s["seq"] // 2, s["seq"] // 2)
   rows = prompts_n * group
   grpo_s = {**s, "batch": rows, "seq": prompt_len + new}
-  env = _jax_env(grpo_s, args, "grpo")
-  c = env.config
-  c.rl.update(group_size=group, prompts_per_step=prompts_n, max_prompt_len=prompt_len, max_new_tokens=new)
-  state, step_fn = jax_step(env, "grpo", needs_reference=True)
+  env = _jax_env(grpo_s, args, "grpo", rl=dict(group_size=group, prompts_per_step=prompts_n,
+                                                 max_prompt_len=prompt_len, max_new_tokens=new))
+  state, step_fn = jax_step(env, "grpo")
   weights = state.params["model"]
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, s["vocab"], rng.integers(prompt_len // 2, prompt_len + 1))) for _ in range(prompts_n)]
@@ -362,7 +362,7 @@ def grpo_split(s: dict, args) -> dict:
   sample_s, gen = timed(lambda: sampling.generate(env.model, weights, prompts, params, jax.random.PRNGKey(0),
                                                   samples_per_prompt=group))
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(rows)]
-  batch = rl.group_layout([tuple(p) for p in prompts], completions, group, c.data.seq_len, row_len, 0)
+  batch = rl.group_layout([tuple(p) for p in prompts], completions, group, env.config.data.seq_len, row_len, 0)
   ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, prompts_n))
   batch["sampler_logprobs"] = batch["ref_logprobs"] = ref_lp  # one step per rollout: no old_logprobs
   batch["advantages"] = rng.normal(size=rows).astype(np.float32)

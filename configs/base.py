@@ -8,7 +8,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = "pretrain"  # tokenizer | pretrain | sft | reward | dpo | grpo | eval | chat | export | pipeline
+  c.stage = "pretrain"  # a tool stage (tokenizer | eval | chat | export | pipeline) or an objective (jaxllm/losses/)
   c.seed = 0  # the only source of randomness: init, data order, dropout, sampling
   c.workdir = ""  # output folder ('' = runs/<stage>); holding checkpoints => resume from the latest
   c.init_from = ""  # '' = random init; a jaxllm workdir / checkpoint folder; a Hugging Face model folder
@@ -80,7 +80,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.mu_dtype = ""  # dtype of Adam's first moment ('' = param dtype; 'bfloat16' halves its memory)
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = ""  # '' = the stage's default loss; else a name from the loss registry
   c.loss.z_loss = 0.0  # coefficient of the log(Z)^2 stabiliser on LM logits
   c.loss.chunk_size = 0  # >0: head + cross-entropy over vocabulary slices this wide (never all logits at once)
 

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 
 from jaxllm import hf, sharding
+from jaxllm.config import validate
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
@@ -153,8 +154,6 @@ def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
 
 def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env:
   """Resolve everything a stage needs; writes workdir/config.json and workdir/tokenizer/."""
-  from jaxllm.config import validate
-
   init_distributed(config)
   config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy we may fill in
   config.workdir = default_workdir(config)

@@ -1,8 +1,9 @@
 """The one training loop every stage uses: data -> train_step -> log -> eval -> checkpoint.
 
-A stage supplies a `Task`: the name of its registered loss, a batch source, and optional held-out evaluation,
-extra trainable params (e.g. a reward head) and an end-of-run hook. Everything else (mesh, state init and
-placement, the jitted buffer-donating step, non-finite skipping, resume, logging) lives here once.
+A stage supplies a `Task`: the name of its registered objective, a batch source, and optional held-out
+evaluation and an end-of-run hook. What the objective needs in the state (a reference policy in `frozen`, extra
+trained params such as a reward head) comes from its registry entry (jaxllm/losses/). Everything else (mesh,
+state init and placement, the jitted buffer-donating step, non-finite skipping, resume, logging) lives here once.
 """
 from __future__ import annotations
 
@@ -36,11 +37,9 @@ class BatchSource(Protocol):
 
 @dataclasses.dataclass
 class Task:
-  loss: str  # name in the loss registry
+  loss: str  # name of the objective in the registry (jaxllm/losses/)
   batches: BatchSource
   evaluate: Callable[[TrainState], dict[str, float]] | None = None  # held-out metrics
-  extra_params: Callable[[jax.Array], dict] | None = None  # stage-specific trainable params beside the model
-  needs_reference: bool = False  # keep init_from's weights in state.frozen (DPO, GRPO, ...)
   on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
   host_metrics: Callable[[], dict[str, float]] | None = None  # host-side scalars (e.g. rollout stats) to log
 
@@ -82,7 +81,7 @@ def _accumulated_grads(loss_fn, params, frozen, batch, rng, micro_batches: int):
 
 
 def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, schedule):
-  loss_fn = functools.partial(losses.get(loss_name), model=env.train_model, cfg=env.config)
+  loss_fn = functools.partial(losses.get(loss_name).loss, model=env.train_model, cfg=env.config)
   micro_batches = env.config.optim.grad_accum
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -108,7 +107,7 @@ def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, 
 
 
 def make_eval_step(env: Env, loss_name: str):
-  loss_fn = functools.partial(losses.get(loss_name), model=env.model, cfg=env.config)
+  loss_fn = functools.partial(losses.get(loss_name).loss, model=env.model, cfg=env.config)
 
   def eval_step(params, frozen, batch):
     loss, metrics = loss_fn(params, frozen, batch, None)
@@ -136,8 +135,10 @@ def evaluate_loss(env: Env, loss_name: str, state: TrainState, batches: list[dic
 
 
 def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[TrainState, Any]:
-  """Build the state directly in its shardings: init_from's weights (or a random init), LoRA split, extras."""
+  """Build the state directly in its shardings: init_from's weights (or a random init), LoRA split, and what the
+  objective's entry asks for (a reference copy in `frozen`, extra trained params)."""
   config, mesh = env.config, env.mesh
+  objective = losses.get(task.loss)
   root = jax.random.PRNGKey(config.seed)
   k_init, k_lora, k_extra, k_train = jax.random.split(root, 4)
   weights = env.base_weights(k_init)
@@ -152,12 +153,12 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
     params_sh, frozen_sh = {"lora": jax.tree.map(lambda _: repl, adapters)}, {"model": weight_sh}
   else:
     params, params_sh = {"model": weights}, {"model": weight_sh}
-    if task.needs_reference:  # a separate buffer: params are donated and updated, the reference is not
+    if objective.needs_reference:  # a separate buffer: params are donated and updated, the reference is not
       frozen, frozen_sh = {"model": jax.tree.map(jnp.copy, weights)}, {"model": weight_sh}
     else:
       frozen, frozen_sh = {}, {}
-  if task.extra_params is not None:
-    extras = task.extra_params(k_extra)
+  if objective.extra_params is not None:
+    extras = objective.extra_params(env, k_extra)
     params = {**params, **jax.device_put(extras, repl)}
     params_sh = {**params_sh, **jax.tree.map(lambda _: repl, extras)}
 

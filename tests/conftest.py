@@ -54,7 +54,7 @@ def initial_pretrain_workdir(tmp_path_factory, tokenizer_dir) -> str:
 
   workdir = tmp_path_factory.mktemp("initial_pretrain")
   env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir))
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 1))
+  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), make_optimizer(env.config.optim, 1))
   ckpt = Checkpointer(env.config.workdir, keep=1)
   ckpt.save(state, {})
   ckpt.close()

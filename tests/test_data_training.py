@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from jaxllm import stages
 from jaxllm.metrics import read_metrics
-from jaxllm.stages import dpo as dpo_stage
-from jaxllm.stages import sft as sft_stage
 
 CALL = {"type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
 
@@ -44,10 +43,10 @@ def own_data(tmp_path_factory):
   return root
 
 
-def _run(stage, module, workdir, tokenizer_dir, init_from, **overrides):
+def _run(module, workdir, tokenizer_dir, init_from, **overrides):
   config = tiny_config(module, workdir, tokenizer_dir, init_from=init_from, steps=2,
                        **{"eval.every": 2, "eval.batches": 1, "sample.num": 0, "log.every": 1, **overrides})
-  summary = stage.run(config)
+  summary = stages.run(config)
   train_rows = [r for r in read_metrics(str(workdir)) if r["split"] == "train"]
   assert summary["step"] == 2 and train_rows and all(np.isfinite(r["loss"]) for r in train_rows)
   return summary, train_rows
@@ -56,7 +55,7 @@ def _run(stage, module, workdir, tokenizer_dir, init_from, **overrides):
 @pytest.mark.parametrize("source, streaming", [("parquet", False), ("tools.jsonl", True)])
 def test_sft_trains_on_tool_call_messages_from_parquet_and_streamed_jsonl(own_data, source, streaming, tmp_path,
                                                                           tokenizer_dir, initial_pretrain_workdir):
-  summary, rows = _run(sft_stage, "sft", tmp_path, "", initial_pretrain_workdir, **{
+  summary, rows = _run("sft", tmp_path, "", initial_pretrain_workdir, **{
       "data.name": str(own_data / source), "data.streaming": streaming, "sft.eval_examples": 0})
   assert summary["data_examples"] == 38 and summary["data_dropped"] == 0  # 40 rows, 5% held out
   assert rows[-1]["data_truncated"] == summary["data_truncated"]
@@ -64,14 +63,14 @@ def test_sft_trains_on_tool_call_messages_from_parquet_and_streamed_jsonl(own_da
 
 def test_dpo_trains_on_an_hf_hub_url_entry_naming_a_save_to_disk_folder(own_data, tmp_path, tokenizer_dir,
                                                                         initial_pretrain_workdir):
-  summary, _ = _run(dpo_stage, "dpo", tmp_path, "", initial_pretrain_workdir, **{
+  summary, _ = _run("dpo", tmp_path, "", initial_pretrain_workdir, **{
       "data.name": "my_pairs", "data.dataset_info": str(own_data / "dataset_info.json")})
   assert summary["train_pairs"] + summary["eval_pairs"] == 40 and np.isfinite(summary["eval_accuracy"])
 
 
 def test_dpo_on_dpo_zh_demo_truncates_long_pairs_at_the_default_budget(shared_data, tmp_path, tokenizer_dir,
                                                                        initial_pretrain_workdir):
-  summary, rows = _run(dpo_stage, "dpo", tmp_path, "", initial_pretrain_workdir, **{
+  summary, rows = _run("dpo", tmp_path, "", initial_pretrain_workdir, **{
       "data.name": "dpo_zh_demo", "data.dataset_info": str(shared_data / "dataset_info.json")})
   # A few pairs are dropped because their answers, cut to fit, become identical (no preference left).
   assert summary["train_pairs"] + summary["eval_pairs"] + summary["dropped_too_long"] == 300

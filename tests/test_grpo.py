@@ -291,31 +291,31 @@ def test_a_broken_reward_gets_an_error_naming_it():
 # ------------------------------------------------------------------------------------------------- config
 
 def test_config_follows_rl_keys_and_refuses_steps_that_split_a_rollout(tmp_path, tokenizer_dir):
-  from jaxllm.stages import grpo
+  from jaxllm.losses.grpo import validate
 
   config = tiny_config("grpo", tmp_path, tokenizer_dir, **{"rl.group_size": 6, "rl.minibatches": 2})
   assert config.data.batch_size == 4 * 6 // 2 and config.data.seq_len == 64 + 16  # derived, not stale
   config.checkpoint.every = 2
   config.steps = 4
-  grpo.check(config)
+  validate(config)
   config.rl.ppo_epochs = 2  # 4 optimizer steps per rollout: checkpoints every 2 would split one
   with pytest.raises(ConfigError, match=r"config.checkpoint.every: 2 is not a multiple of rl.ppo_epochs \* "
                                         r"rl.minibatches = 4"):
-    grpo.check(config)
+    validate(config)
   config.checkpoint.every, config.steps = 4, 6
   with pytest.raises(ConfigError, match="config.steps: 6 is not a multiple"):
-    grpo.check(config)
+    validate(config)
   config.steps = 8
   config.data.batch_size = 5
   with pytest.raises(ConfigError, match="config.data.batch_size: 5 != rl.prompts_per_step"):
-    grpo.check(config)
+    validate(config)
   config.data.batch_size = 12
   for key, value, match in [("rl.loss_agg", "mean", "rl.loss_agg"), ("rl.rewards", "nope:1", "rl.rewards"),
                             ("rl.rewards", "reward_model:1", "rl.reward_model"), ("rl.group_size", 1, "group_size")]:
     broken = ml_collections.ConfigDict(config.to_dict())
     broken.rl[key.split(".")[1]] = value
     with pytest.raises(ConfigError, match=match):
-      grpo.check(broken)
+      validate(broken)
 
 
 def test_gsm8k_prompts_carry_the_format_instruction(shared_data):
@@ -352,7 +352,7 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   optim = ml_collections.ConfigDict(env.config.optim.to_dict())
   optim.warmup_steps = 0
   tx = make_optimizer(optim, 10)
-  state, _ = train.init_state(env, train.Task(loss="grpo", batches=None, needs_reference=True), tx)
+  state, _ = train.init_state(env, train.Task(loss="grpo", batches=None), tx)
   prompts, _ = rl.encode_prompts(env.tokenizer, synthetic.rl_prompts(0, "train", 8), env.config.rl.max_prompt_len)
   source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl))
   with env.mesh_context():

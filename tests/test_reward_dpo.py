@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from jaxllm import chat_template, reward_model
+from jaxllm import chat_template, reward_model, stages
 from jaxllm.data import preference, sources
 from jaxllm.losses import dpo as dpo_loss_lib
 from jaxllm.losses import reward as reward_loss_lib
@@ -367,13 +367,12 @@ def _eval_rows(workdir):
 
 
 def test_tiny_reward_run_end_to_end_and_scoring_api(tmp_path, tokenizer_dir, pretrained):
-  from jaxllm.stages import reward
   config = tiny_config("reward", tmp_path, tokenizer_dir, init_from=pretrained,
                        # the plain scalar head: the log-likelihood term of an untrained tiny model swings
                        # the per-batch loss too much for "the loss falls in 10 steps" (unit tests cover it)
                        **{"reward.head_init": 0.01, "optim.lr": 3e-3, "reward.lm_weight": 0.0,
                           "reward.loglik_init": 0.0})
-  summary = reward.run(config)
+  summary = stages.run(config)
   assert summary["step"] == 10 and summary["train_pairs"] == 200 and summary["eval_pairs"] == 16
   rows = _eval_rows(tmp_path)
   assert [r["step"] for r in rows] == [5, 10] and all(0 <= r["accuracy"] <= 1 for r in rows)
@@ -393,10 +392,9 @@ def test_tiny_reward_run_end_to_end_and_scoring_api(tmp_path, tokenizer_dir, pre
 
 
 def test_tiny_dpo_lora_run_end_to_end_and_resume(tmp_path, tokenizer_dir, pretrained):
-  from jaxllm.stages import dpo
   common = {"init_from": pretrained, "lora.rank": 4, "optim.lr": 3e-3, "log.every": 1, "optim.decay_steps": 10,
             "dpo.nll_weight": 0.0}  # plain DPO, whose loss at policy = reference is exactly log 2
-  summary = dpo.run(tiny_config("dpo", tmp_path / "straight", tokenizer_dir, **common))
+  summary = stages.run(tiny_config("dpo", tmp_path / "straight", tokenizer_dir, **common))
   assert summary["step"] == 10
   rows = _eval_rows(tmp_path / "straight")
   assert [r["step"] for r in rows] == [5, 10]
@@ -405,15 +403,14 @@ def test_tiny_dpo_lora_run_end_to_end_and_resume(tmp_path, tokenizer_dir, pretra
   assert train[0]["loss"] == pytest.approx(math.log(2), rel=1e-6)  # adapters start at zero: policy = reference
   assert train[-1]["loss"] < math.log(2)
   # Stopped at step 5 and resumed: the same numbers as the uninterrupted run (data position included).
-  dpo.run(tiny_config("dpo", tmp_path / "resumed", tokenizer_dir, steps=5, **common))
-  dpo.run(tiny_config("dpo", tmp_path / "resumed", tokenizer_dir, **common))
+  stages.run(tiny_config("dpo", tmp_path / "resumed", tokenizer_dir, steps=5, **common))
+  stages.run(tiny_config("dpo", tmp_path / "resumed", tokenizer_dir, **common))
   again = [r for r in read_metrics(str(tmp_path / "resumed")) if r["split"] == "train"]
   assert [r["loss"] for r in again] == [r["loss"] for r in train]
 
 
 def test_full_fine_tuning_dpo_keeps_a_frozen_reference(tmp_path, tokenizer_dir, pretrained):
-  from jaxllm.stages import dpo
-  summary = dpo.run(tiny_config("dpo", tmp_path, tokenizer_dir, init_from=pretrained, steps=3,
+  summary = stages.run(tiny_config("dpo", tmp_path, tokenizer_dir, init_from=pretrained, steps=3,
                                 **{"optim.lr": 3e-3, "optim.warmup_steps": 0, "log.every": 1,
                                    "dpo.nll_weight": 0.0}))
   train = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]

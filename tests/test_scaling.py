@@ -20,14 +20,14 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tokenizer_dir):
   config = tiny_config("pretrain", tmp_path, tokenizer_dir, **{"data.batch_size": 8})
   env = runtime.prepare(config)
   tx = make_optimizer(env.config.optim, 10)
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), tx)
+  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), tx)
   flat = np.random.default_rng(0).integers(1, 200, size=4000).astype(np.int32)
   batch = lm_batch(flat, np.arange(8) * 3, 64, env.tokenizer.eot_id)
   batch["loss_mask"] = (np.random.default_rng(1).random((8, 64)) < 0.5).astype(np.float32)  # uneven slices
   results = []
   for k in (1, 4):
     env.config.optim.grad_accum = k
-    step = jax.jit(train.make_train_step(env, "lm", tx, lambda s: 0.0))
+    step = jax.jit(train.make_train_step(env, "pretrain", tx, lambda s: 0.0))
     new_state, metrics = step(state, batch)
     results.append((jax.device_get(new_state.params), float(metrics["loss"])))
   (p1, l1), (p4, l4) = results
@@ -47,7 +47,7 @@ config.tokenizer.path = {tok!r}
 config.model.update(d_model=256, n_heads=8, n_kv_heads=8, mlp_dim=1024)
 config.mesh.update(data=1, fsdp=8, tensor=1)
 env = runtime.prepare(config)
-state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 10))
+state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), make_optimizer(env.config.optim, 10))
 first = jax.devices()[0]
 leaves = jax.tree.leaves((state.params, state.opt_state))
 total = sum(x.nbytes for x in leaves)

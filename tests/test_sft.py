@@ -193,7 +193,7 @@ def test_sft_loss_is_the_mean_over_every_target_token_of_the_batch(tok):
   batch = sft_data.rows_batch(examples, [[0, 2], [1]], 64, tok.pad_id)
   model, params = _tiny_model(tok.n_vocab)
   cfg = tiny_config("sft", "/tmp/unused", "")
-  loss_fn = jax.jit(lambda p, b: losses.get("sft")({"model": p}, {}, b, None, model=model, cfg=cfg))
+  loss_fn = jax.jit(lambda p, b: losses.get("sft").loss({"model": p}, {}, b, None, model=model, cfg=cfg))
   loss, metrics = loss_fn(params, batch)
 
   logits = np.asarray(jax.jit(model.apply)({"params": params}, batch["tokens"], batch["positions"],
@@ -311,7 +311,7 @@ def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, initial_p
                                         ("sft.max_new_tokens", 500), ("sft.formatting", "xml"),
                                         ("sft.first_step_only", 1.5)])
 def test_bad_sft_keys_are_named(key, value):
-  from jaxllm.config import ConfigError
+  from jaxllm.config import ConfigError, validate
   config = tiny_config("sft", "/tmp/unused", "", **{key: value})
   with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-    sft_stage.validate(config)
+    validate(config)

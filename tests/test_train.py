@@ -36,7 +36,7 @@ def test_loss_falls_on_a_tiny_overfit_batch(tmp_path, tokenizer_dir):
     def set_state(self, s):
       pass
 
-  summary = train.fit(env, train.Task(loss="lm", batches=Same()))
+  summary = train.fit(env, train.Task(loss="pretrain", batches=Same()))
   losses = _train_losses(tmp_path)
   assert summary["step"] == 40
   assert losses[-1] < 0.3 * losses[0], losses
@@ -82,8 +82,8 @@ def test_non_finite_step_is_skipped_and_counted(tmp_path, tokenizer_dir):
   config = tiny_config("pretrain", tmp_path, tokenizer_dir, **{"optim.warmup_steps": 0})
   env = runtime.prepare(config)
   tx = make_optimizer(env.config.optim, 10)
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), tx)
-  step = jax.jit(train.make_train_step(env, "lm", tx, lambda s: 0.0))
+  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), tx)
+  step = jax.jit(train.make_train_step(env, "pretrain", tx, lambda s: 0.0))
   tokens = np.ones((8, 64), np.int32)
   batch = {"tokens": tokens, "targets": tokens, "positions": np.tile(np.arange(64, dtype=np.int32), (8, 1)),
            "segment_ids": np.ones_like(tokens), "loss_mask": np.ones((8, 64), np.float32)}

@@ -27,7 +27,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxllm.losses import register
+from jaxllm.data import preference
+from jaxllm.errors import require
+from jaxllm.losses import Objective
 from jaxllm.losses.common import side_view, target_logprobs
 from jaxllm.losses.reward import pair_mean, ranked_right
 from jaxllm.state import policy_weights, reference_weights
@@ -77,4 +79,13 @@ def dpo_loss(params, frozen, batch, rng, *, model, cfg):
   return pair_mean(loss_B, w_B), metrics
 
 
-register("dpo")(dpo_loss)
+def validate(config) -> None:
+  d = config.dpo
+  require(d.variant in VARIANTS, "dpo.variant", f"{d.variant!r} is not one of {VARIANTS}")
+  require(d.beta > 0, "dpo.beta", f"must be > 0, got {d.beta}")
+  require(0.0 <= d.label_smoothing < 0.5, "dpo.label_smoothing", f"must be in [0, 0.5), got {d.label_smoothing}")
+  require(d.nll_weight >= 0, "dpo.nll_weight", f"must be >= 0, got {d.nll_weight}")
+
+
+OBJECTIVE = Objective(name="dpo", loss=dpo_loss, feed="preference", batches=preference.build, needs_reference=True,
+                      section="dpo", validate=validate)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxllm.losses import register
+from jaxllm import rewards
+from jaxllm.errors import ConfigError, require
+from jaxllm.losses import Objective
 from jaxllm.losses.common import masked_mean, side_view, target_logprobs
 from jaxllm.state import policy_weights
 
@@ -102,4 +104,46 @@ def grpo_loss(params, frozen, batch, rng, *, model, cfg):
   return loss, metrics
 
 
-register("grpo")(grpo_loss)
+def validate(config) -> None:
+  """The rl.* keys, and how they must agree with data.* / steps / checkpoint.every."""
+  r = config.rl
+  rows = r.prompts_per_step * r.group_size
+  steps_per_rollout = r.ppo_epochs * r.minibatches
+  require(r.group_size >= 2, "rl.group_size", f"needs >= 2 samples per prompt to compare, got {r.group_size}")
+  require(r.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
+  require(r.ppo_epochs >= 1, "rl.ppo_epochs", f"must be >= 1, got {r.ppo_epochs}")
+  require(r.minibatches >= 1 and r.prompts_per_step % r.minibatches == 0, "rl.minibatches",
+          f"{r.minibatches} does not divide rl.prompts_per_step = {r.prompts_per_step} (a minibatch takes whole "
+          f"groups: a group is one row, its prompt shared by its completions)")
+  require(config.data.batch_size == rows // r.minibatches, "data.batch_size",
+          f"{config.data.batch_size} != rl.prompts_per_step * rl.group_size / rl.minibatches = "
+          f"{rows // max(r.minibatches, 1)} (the rows of one optimizer step; leave data.batch_size unset in "
+          f"grpo configs and it follows the rl.* keys)")
+  require(r.max_prompt_len >= 1 and r.max_new_tokens >= 1, "rl.max_prompt_len",
+          "rl.max_prompt_len and rl.max_new_tokens must be >= 1")
+  require(config.data.seq_len >= r.max_prompt_len + r.max_new_tokens, "data.seq_len",
+          f"{config.data.seq_len} < rl.max_prompt_len + rl.max_new_tokens = {r.max_prompt_len + r.max_new_tokens}")
+  require(config.steps % steps_per_rollout == 0, "steps",
+          f"{config.steps} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} (optimizer "
+          f"steps per rollout), so the run would end inside a rollout")
+  require(config.checkpoint.every % steps_per_rollout == 0, "checkpoint.every",
+          f"{config.checkpoint.every} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} "
+          f"(optimizer steps per rollout): checkpoints must fall on rollout boundaries for an exact resume")
+  require(r.temperature > 0, "rl.temperature", f"must be > 0 (greedy groups carry no signal), got {r.temperature}")
+  require(0 < r.clip_eps < 1, "rl.clip_eps", f"must be in (0, 1), got {r.clip_eps}")
+  require(r.clip_eps_high >= 0, "rl.clip_eps_high", f"must be >= 0 (0 = rl.clip_eps), got {r.clip_eps_high}")
+  require(r.kl_beta >= 0, "rl.kl_beta", f"must be >= 0, got {r.kl_beta}")
+  require(r.adv_eps > 0, "rl.adv_eps", f"must be > 0, got {r.adv_eps}")
+  require(r.loss_agg in LOSS_AGGS, "rl.loss_agg", f"{r.loss_agg!r} is not one of {LOSS_AGGS}")
+  require(r.eval_prompts >= 0 and r.eval_batch_size >= 1, "rl.eval_prompts",
+          "rl.eval_prompts must be >= 0 and rl.eval_batch_size >= 1")
+  try:
+    named = rewards.parse(r.rewards)
+  except rewards.RewardError as e:
+    raise ConfigError(str(e)) from None
+  require("reward_model" not in named or bool(r.reward_model), "rl.reward_model",
+          "the 'reward_model' reward in rl.rewards needs a reward-stage workdir here")
+
+
+OBJECTIVE = Objective(name="grpo", loss=grpo_loss, feed="grpo", needs_reference=True, section="rl",
+                      validate=validate)

@@ -1,11 +1,12 @@
-"""Next-token cross-entropy over target tokens (pretraining, and SFT with its answer-only loss mask).
+"""Objective `pretrain`: next-token cross-entropy over target tokens of packed text (SFT reuses the loss with its
+answer-only mask: losses/sft.py).
 
 The mean is over every target token of the global batch, not per sequence, so long answers are not
 under-weighted. Optional z-loss keeps the softmax normaliser near 1.
 """
 from __future__ import annotations
 
-from jaxllm.losses import register
+from jaxllm.losses import Objective
 from jaxllm.losses.common import masked_mean, target_logprobs
 from jaxllm.state import policy_weights
 
@@ -24,5 +25,4 @@ def lm_loss(params, frozen, batch, rng, *, model, cfg):
   return loss, metrics
 
 
-register("lm")(lm_loss)
-register("sft")(lm_loss)  # the same objective; SFT batches carry an answer-only loss_mask
+OBJECTIVE = Objective(name="pretrain", loss=lm_loss, feed="pretrain")

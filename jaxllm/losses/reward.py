@@ -1,4 +1,9 @@
-"""Bradley-Terry reward-model loss on preference pairs: -log sigmoid(r_chosen - r_rejected - margin).
+"""Objective `reward`: a reward model (the trunk of init_from plus a scalar head) trained with the Bradley-Terry
+loss on preference pairs: -log sigmoid(r_chosen - r_rejected - margin). Held-out metric: pair `accuracy`.
+
+The head is the objective's extra trained parameter (`score_head` below): saved with the model in the
+checkpoint (`params["score_head"]`), read back by `reward_model.RewardModel.load(W)` to score texts or tokens;
+when init_from is itself a reward run, its head is trained further.
 
 A batch holds each pair as one row, the prompt shared by both answers (data/preference.py); the trunk runs over
 those [B, L] rows once and every per-token value is then read per side through `side_index` (`side_view`), as
@@ -32,7 +37,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm import reward_model
-from jaxllm.losses import register
+from jaxllm.data import preference
+from jaxllm.errors import require
+from jaxllm.losses import Objective
 from jaxllm.losses.common import hidden_logprobs, masked_mean, side_view
 from jaxllm.state import policy_weights
 
@@ -117,4 +124,20 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
   return loss, {**metrics, **extra}
 
 
-register("reward")(reward_loss)
+def score_head(env, rng) -> dict:
+  """The trained extra: init_from's score head when it is a reward run (trained further), else a new one."""
+  c = env.config
+  if env.pretrained is not None and reward_model.HEAD in env.pretrained.extras:
+    return {reward_model.HEAD: env.pretrained.extras[reward_model.HEAD]}
+  return {reward_model.HEAD: reward_model.init_head(rng, c.model.d_model, c.reward.head_init, c.reward.loglik_init)}
+
+
+def validate(config) -> None:
+  r = config.reward
+  require(r.head_init >= 0, "reward.head_init", f"must be >= 0 (a std; 0 = zeros), got {r.head_init}")
+  for key in ("margin", "prefix_weight", "lm_weight", "loglik_init"):
+    require(r[key] >= 0, f"reward.{key}", f"must be >= 0, got {r[key]}")
+
+
+OBJECTIVE = Objective(name="reward", loss=reward_loss, feed="preference", batches=preference.build,
+                      extra_params=score_head, section="reward", validate=validate)

@@ -26,7 +26,6 @@ from jaxllm.losses.reward import pair_hidden_states, pair_scores
 from jaxllm.reward_model import HEAD
 from jaxllm.state import TrainState
 
-TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
 
 
 def _frozen_state(env: runtime.Env) -> TrainState:
@@ -43,7 +42,7 @@ def perplexity(env: runtime.Env) -> dict:
   flat = pipelines.concat_documents(ids, env.tokenizer.eot_id)
   batches = pipelines.packed_lm_eval_batches(flat, c.data.seq_len, c.data.batch_size, env.tokenizer.eot_id,
                                              c.eval.batches)
-  return {k: v for k, v in train.evaluate_loss(env, "lm", _frozen_state(env), batches).items()
+  return {k: v for k, v in train.evaluate_loss(env, "pretrain", _frozen_state(env), batches).items()
           if k in ("loss", "ppl")}
 
 
@@ -98,10 +97,6 @@ def pair_accuracy(env: runtime.Env) -> dict:
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
-  if config.eval.task not in TASKS:
-    raise ValueError(f"config.eval.task: {config.eval.task!r} is not one of {TASKS}")
-  if not config.init_from:
-    raise ValueError("config.init_from: the eval stage needs a jaxllm workdir or a Hugging Face model folder")
   env = runtime.prepare(config)
   task = env.config.eval.task
   with env.mesh_context():

@@ -12,20 +12,11 @@ import ml_collections
 
 from jaxllm import hf
 from jaxllm.checkpoint import load_pretrained
-from jaxllm.config import DTYPES, ConfigError
 from jaxllm.tokenizer import Tokenizer
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
   e = config.export
-  if not config.init_from:
-    raise ConfigError("config.init_from: is empty; pass the jaxllm workdir or HF folder to export")
-  if not e.path:
-    raise ConfigError("config.export.path: is empty; pass --config.export.path=<folder>")
-  if e.dtype not in DTYPES:
-    raise ConfigError(f"config.export.dtype: {e.dtype!r} is not one of {DTYPES}")
-  if e.max_shard_gb <= 0:
-    raise ConfigError(f"config.export.max_shard_gb: must be > 0, got {e.max_shard_gb}")
   start = time.perf_counter()
   if hf.is_hf_folder(config.init_from):
     model_cfg, weights = hf.load(config.init_from, dtype=e.dtype)

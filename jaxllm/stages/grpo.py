@@ -32,54 +32,7 @@ import ml_collections
 from jaxllm import evals, rewards, rl, runtime, sharding, train
 from jaxllm.config import ConfigError
 from jaxllm.data import sources, synthetic, text
-from jaxllm.losses.grpo import LOSS_AGGS
 from jaxllm.state import TrainState, policy_weights
-
-
-def check(config: ml_collections.ConfigDict) -> None:
-  """GRPO's own keys, and how they must agree with data.* / steps / checkpoint.every."""
-  r = config.rl
-  rows = r.prompts_per_step * r.group_size
-  steps_per_rollout = r.ppo_epochs * r.minibatches
-
-  def require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-      raise ConfigError(f"config.{key}: {message}")
-
-  require(r.group_size >= 2, "rl.group_size", f"needs >= 2 samples per prompt to compare, got {r.group_size}")
-  require(r.prompts_per_step >= 1, "rl.prompts_per_step", f"must be >= 1, got {r.prompts_per_step}")
-  require(r.ppo_epochs >= 1, "rl.ppo_epochs", f"must be >= 1, got {r.ppo_epochs}")
-  require(r.minibatches >= 1 and r.prompts_per_step % r.minibatches == 0, "rl.minibatches",
-          f"{r.minibatches} does not divide rl.prompts_per_step = {r.prompts_per_step} (a minibatch takes whole "
-          f"groups: a group is one row, its prompt shared by its completions)")
-  require(config.data.batch_size == rows // r.minibatches, "data.batch_size",
-          f"{config.data.batch_size} != rl.prompts_per_step * rl.group_size / rl.minibatches = "
-          f"{rows // max(r.minibatches, 1)} (the rows of one optimizer step; leave data.batch_size unset in "
-          f"grpo configs and it follows the rl.* keys)")
-  require(r.max_prompt_len >= 1 and r.max_new_tokens >= 1, "rl.max_prompt_len",
-          "rl.max_prompt_len and rl.max_new_tokens must be >= 1")
-  require(config.data.seq_len >= r.max_prompt_len + r.max_new_tokens, "data.seq_len",
-          f"{config.data.seq_len} < rl.max_prompt_len + rl.max_new_tokens = {r.max_prompt_len + r.max_new_tokens}")
-  require(config.steps % steps_per_rollout == 0, "steps",
-          f"{config.steps} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} (optimizer "
-          f"steps per rollout), so the run would end inside a rollout")
-  require(config.checkpoint.every % steps_per_rollout == 0, "checkpoint.every",
-          f"{config.checkpoint.every} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} "
-          f"(optimizer steps per rollout): checkpoints must fall on rollout boundaries for an exact resume")
-  require(r.temperature > 0, "rl.temperature", f"must be > 0 (greedy groups carry no signal), got {r.temperature}")
-  require(0 < r.clip_eps < 1, "rl.clip_eps", f"must be in (0, 1), got {r.clip_eps}")
-  require(r.clip_eps_high >= 0, "rl.clip_eps_high", f"must be >= 0 (0 = rl.clip_eps), got {r.clip_eps_high}")
-  require(r.kl_beta >= 0, "rl.kl_beta", f"must be >= 0, got {r.kl_beta}")
-  require(r.adv_eps > 0, "rl.adv_eps", f"must be > 0, got {r.adv_eps}")
-  require(r.loss_agg in LOSS_AGGS, "rl.loss_agg", f"{r.loss_agg!r} is not one of {LOSS_AGGS}")
-  require(r.eval_prompts >= 0 and r.eval_batch_size >= 1, "rl.eval_prompts",
-          "rl.eval_prompts must be >= 0 and rl.eval_batch_size >= 1")
-  try:
-    named = rewards.parse(r.rewards)
-  except rewards.RewardError as e:
-    raise ConfigError(str(e)) from None
-  require("reward_model" not in named or bool(r.reward_model), "rl.reward_model",
-          "the 'reward_model' reward in rl.rewards needs a reward-stage workdir here")
 
 
 def _gsm8k_chats(records: list[dict], system_prompt: str) -> list[dict]:
@@ -111,7 +64,6 @@ def load_prompts(config: ml_collections.ConfigDict) -> tuple[list[dict], list[di
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
-  check(config)
   env = runtime.prepare(config)
   c, r = env.config, env.config.rl
   if env.process_count > 1:
@@ -153,8 +105,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
       print(f"--- sample\n[user] {prompt[-1]['content']}\n[reference] {ref}\n[model] {got}", flush=True)
     return {}
 
-  task = train.Task(loss=c.loss.name or "grpo", batches=source_batches, evaluate=evaluate, needs_reference=True,
-                    on_end=print_samples, host_metrics=source_batches.host_metrics)
+  task = train.Task(loss=c.stage, batches=source_batches, evaluate=evaluate, on_end=print_samples,
+                    host_metrics=source_batches.host_metrics)
   summary = train.fit(env, task)
   summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts), "rollouts": source_batches.rollouts})
   return summary

@@ -56,7 +56,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
   eot = env.tokenizer.eot_id
   eval_batches = pipelines.packed_lm_eval_batches(eval_flat, c.data.seq_len, c.data.batch_size, eot,
                                                   c.eval.batches)
-  loss = c.loss.name or "lm"
+  loss = c.stage
   prompts = [d[:max(8, len(d) // 3)] for d in eval_docs]
   task = train.Task(
       loss=loss,

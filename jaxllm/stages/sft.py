@@ -16,8 +16,7 @@ import dataclasses
 
 import ml_collections
 
-from jaxllm import answers, chat_template, evals, runtime, train
-from jaxllm.config import ConfigError
+from jaxllm import answers, evals, runtime, train
 from jaxllm.data import sft as sft_data
 from jaxllm.data import sources, synthetic, text
 from jaxllm.state import TrainState, policy_weights
@@ -88,29 +87,8 @@ def _print_samples(env: runtime.Env, state: TrainState, prompts, refs, tools) ->
   return {}
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """The sft.* keys, checked before anything runs."""
-  s = config.sft
-  checks = [
-      ("sft.train_on", s.train_on in chat_template.TRAIN_ON, f"{s.train_on!r} is not one of {chat_template.TRAIN_ON}"),
-      ("sft.eval_kind", s.eval_kind in ("auto", "") + evals.KINDS,
-       f"{s.eval_kind!r} is not one of auto, '', {', '.join(evals.KINDS)}"),
-      ("sft.formatting", s.formatting in ("auto",) + sources.FORMATTINGS,
-       f"{s.formatting!r} is not auto or one of {sources.FORMATTINGS}"),
-      ("sft.eval_examples", s.eval_examples >= 0, f"must be >= 0, got {s.eval_examples}"),
-      ("sft.first_step_only", 0.0 <= s.first_step_only <= 1.0, f"must be in [0, 1], got {s.first_step_only}"),
-      ("sft.eval_batch_size", s.eval_batch_size > 0, f"must be > 0, got {s.eval_batch_size}"),
-      ("sft.max_new_tokens", 0 < s.max_new_tokens < config.model.max_seq_len,
-       f"must be in [1, model.max_seq_len={config.model.max_seq_len}), got {s.max_new_tokens}"),
-  ]
-  for key, ok, message in checks:
-    if not ok:
-      raise ConfigError(f"config.{key}: {message}")
-
-
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
-  validate(env.config)
   c, s = env.config, env.config.sft
   chats = load_chats(c)
   if chats.skipped:
@@ -132,7 +110,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
 
   gen = chats.eval[:s.eval_examples] if chats.kind else []
   prompts, refs, tools = references(gen, chats.kind)
-  loss = c.loss.name or "sft"
+  loss = c.stage
 
   def evaluate(state: TrainState) -> dict:
     out = train.evaluate_loss(env, loss, state, eval_batches) if eval_batches else {}
