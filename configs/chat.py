@@ -7,13 +7,10 @@
 init_from is a jaxllm workdir (latest checkpoint, LoRA merged; or W/checkpoints/<step>) or a Hugging Face model
 folder. Nothing is written. The first reply waits a second or two for compilation; later ones stream at once.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

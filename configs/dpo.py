@@ -13,13 +13,10 @@ default pipeline's SFT model, the default 200 steps take them from 50% / 95.7% /
 2026-11-30 (a machine at 0.6x that speed) with one shared-prompt row a pair (data/preference.py). The default
 is RPO (dpo.nll_weight=5); 0 = plain DPO.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

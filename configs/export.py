@@ -7,13 +7,10 @@ init_from is a jaxllm workdir (its latest checkpoint; or W/checkpoints/<step>) o
 result loads with transformers.AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained and gives
 the same logits as jaxllm (tests/test_hf.py checks this). Seconds for the small models of the built-in world.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

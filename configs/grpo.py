@@ -12,13 +12,10 @@ group_size / minibatches; row length = max_prompt_len + max_new_tokens). On the 
 (16 prompts x 8 samples per step, ~3M-param model) takes a few seconds a step; see experiments/grpo_builtin.py
 for the measured gain in held-out pass@1.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def rl_defaults() -> ml_collections.ConfigDict:

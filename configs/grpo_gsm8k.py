@@ -14,11 +14,8 @@ GSM8K questions run to ~200 tokens and solutions to ~300, so the model needs max
 rl.max_new_tokens; a CPU-sized model will not solve many of them: this config is for real hardware and real
 checkpoints.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import grpo  # noqa: E402
+from configs import grpo
 
 SYSTEM_PROMPT = ("Solve the math problem step by step. End your reply with the final answer as a number on its "
                  "own line, in the form '#### <number>'.")

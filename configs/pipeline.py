@@ -9,13 +9,10 @@ each stage in workdir/<stage>, started from the stage before. Every stage is a s
 runs a prefix. Results: workdir/report.md with plots. Timings measured here: docs/results.md.
 """
 import importlib
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+import ml_collections
 
-import ml_collections  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

@@ -7,11 +7,8 @@
 Default (4 layers, d_model 256, ~3M params, 300 steps of 16 x 128 tokens): a few minutes on 2 CPU cores; the
 held-out loss falls from ~7 (uniform over the vocab) to well under 1 on the task world.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

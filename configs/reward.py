@@ -18,13 +18,10 @@ earlier default) reached 86.7% from the first of those models and plateaued at 8
 steps (docs/results.md). The likelihood favours short answers: on data whose answers differ much in length
 (dpo_en_demo, hh-rlhf) consider --config.reward.loglik_init=0.
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

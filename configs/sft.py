@@ -11,13 +11,10 @@ Other data (format told from the columns; docs/data.md): --config.data.name=hf:t
 local file / folder / glob, or a file's URL (network), e.g.
 --config.data.name=https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/main/data/alpaca_en_demo.json
 """
-import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def sft_defaults() -> ml_collections.ConfigDict:

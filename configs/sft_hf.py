@@ -9,11 +9,8 @@ every projection while the base stays frozen in bf16. Chat data is rendered with
 Default: the built-in task world; a 0.5B model runs ~1-2 steps/s on one GPU. The `tiny` variant (f32, a few
 short steps) is a CPU smoke test for a tiny HF folder such as the ones tests/test_hf.py builds.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import sft  # noqa: E402
+from configs import sft
 
 
 def get_config(arg: str | None = None):

@@ -7,11 +7,8 @@ The checkpoints hold only the adapters (and their optimizer state); config.json 
 init_from, and a later stage's init_from=W gets the merged weights. Same data and evaluation as configs/sft.py;
 adapters want a larger learning rate than full fine-tuning.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import sft  # noqa: E402
+from configs import sft
 
 
 def get_config(arg: str | None = None):

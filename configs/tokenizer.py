@@ -6,11 +6,8 @@
 
 Built-in task world, 1k vocab: a few seconds on 2 CPU cores. Writes W/tokenizer/ (tokenizer.tiktoken + config).
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

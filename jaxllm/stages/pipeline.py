@@ -18,25 +18,26 @@ import ml_collections
 from jaxllm import stages
 from jaxllm import pipeline_report
 
-# name -> (sub-config, what it starts from). Order matters: each stage reads the ones before it.
+# (name = its sub-config and workdir, the stage whose workdir is its init_from, the stage whose workdir holds its
+# tokenizer when it has no init_from). Order matters: each stage reads the ones before it.
 CHAIN = (
-    ("tokenizer", "tokenizer", None),
-    ("pretrain", "pretrain", None),
-    ("sft", "sft", "pretrain"),
-    ("reward", "reward", "sft"),
-    ("grpo", "grpo", "sft"),
-    ("dpo", "dpo", "sft"),
-    ("eval_sft", "eval_sft", "sft"),
-    ("eval_grpo", "eval_grpo", "grpo"),
+    ("tokenizer", None, None),
+    ("pretrain", None, "tokenizer"),
+    ("sft", "pretrain", None),
+    ("reward", "sft", None),
+    ("grpo", "sft", None),
+    ("dpo", "sft", None),
+    ("eval_sft", "sft", None),
+    ("eval_grpo", "grpo", None),
 )
 
 
-def stage_config(config: ml_collections.ConfigDict, name: str, key: str, parent: str | None):
-  sub = ml_collections.ConfigDict(config[key].to_dict())
+def stage_config(config: ml_collections.ConfigDict, name: str, parent: str | None, tokenizer_from: str | None):
+  sub = ml_collections.ConfigDict(config[name].to_dict())
   sub.seed = config.seed
   sub.workdir = os.path.join(config.workdir, name)
-  if name == "pretrain":
-    sub.tokenizer.path = os.path.join(config.workdir, "tokenizer")
+  if tokenizer_from is not None:
+    sub.tokenizer.path = os.path.join(config.workdir, tokenizer_from)  # a tokenizer-stage workdir
   if parent is not None:
     sub.init_from = os.path.join(config.workdir, parent)
   return sub
@@ -51,10 +52,10 @@ def run(config: ml_collections.ConfigDict) -> dict:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True)
   summaries = {}
-  for name, key, parent in CHAIN:
+  for name, parent, tokenizer_from in CHAIN:
     if name not in wanted:
       continue
-    sub = stage_config(config, name, key, parent)
+    sub = stage_config(config, name, parent, tokenizer_from)
     done = os.path.join(sub.workdir, "summary.json")
     if os.path.exists(done):
       with open(done) as f:
