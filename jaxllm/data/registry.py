@@ -10,7 +10,9 @@ from jaxllm.data.files import DataError, short
 
 FORMATTINGS = ("alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text", "hh_rlhf", "gsm8k",
                "classification")
-COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected")
+# kto_tag: LLaMA-Factory's boolean desirable / undesirable column of single-answer data (read by data/kto.py)
+COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "chosen", "rejected",
+               "kto_tag")
 TAG_DEFAULTS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
 _ENTRY_KEYS = {"file_name", "hf_hub_url", "script_url", "formatting", "ranking", "columns", "tags", "num_samples",
