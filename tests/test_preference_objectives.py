@@ -1,6 +1,7 @@
 """The reference-free and unpaired preference objectives (SimPO, ORPO, KTO): each loss against a hand
 computation from full-vocabulary logits of each side's own row, and what each run keeps in its state."""
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -93,3 +94,103 @@ def test_a_simpo_run_holds_no_reference_weights(tmp_path, tokenizer_dir):
   assert simpo.frozen == {} and set(simpo.params) == {"model"}
   dpo = state_of("dpo", tmp_path / "dpo", tokenizer_dir)  # the contrast: DPO keeps a second copy
   assert n_values(dpo.frozen) == n_values(simpo.params["model"]) > 0
+
+
+# ---------------------------------------------------------------------------------------------------- ORPO
+
+def test_orpo_loss_matches_a_hand_computation(pair_batch):
+  pairs, batch = pair_batch
+  weights = _weights(1)
+  lam = 0.3
+  loss, m = run_loss("orpo", {"model": weights}, {}, batch, lam=lam)
+  losses_by_hand, ratios = [], []
+  for i in range(2):  # pair 2 has weight 0
+    (lc, nc), (lr, nr) = pair_logps(weights, pairs, i)
+    p_c, p_r = np.exp(lc / nc), np.exp(lr / nr)
+    ratios.append(np.log(p_c / (1 - p_c)) - np.log(p_r / (1 - p_r)))
+    losses_by_hand.append(-lc / nc - lam * log_sigmoid(ratios[-1]))
+  np.testing.assert_allclose(loss, np.mean(losses_by_hand), rtol=1e-5)
+  np.testing.assert_allclose(m["log_odds_ratio"], np.mean(ratios), rtol=1e-4, atol=1e-6)
+
+
+def test_orpo_log1m_exp_is_exact_at_both_ends():
+  from jaxllm.losses.orpo import log1m_exp
+  m = np.array([-1e-5, -0.01, -0.69, -0.7, -5.0, -40.0], np.float64)
+  exact = np.where(m > -0.5, np.log(-np.expm1(m)), np.log1p(-np.exp(m)))  # float64: accurate at both ends
+  np.testing.assert_allclose(log1m_exp(jnp.asarray(m, jnp.float32)), exact, rtol=2e-5)
+  assert np.isfinite(float(log1m_exp(jnp.zeros(())))) and np.isfinite(jax.grad(log1m_exp)(jnp.asarray(-1e-9)))
+
+
+def test_an_orpo_run_holds_no_reference_weights(tmp_path, tokenizer_dir):
+  state = state_of("orpo", tmp_path, tokenizer_dir)
+  assert state.frozen == {} and set(state.params) == {"model"}
+
+
+# ----------------------------------------------------------------------------------------------------- KTO
+
+def test_kto_loss_matches_a_hand_computation(tok):
+  from jaxllm.data import kto
+  records = kto.from_pairs(synthetic.preference_pairs(0, "train", 2))  # desirable, undesirable, desirable, ...
+  pairs, tags = kto.tokenize(tok, records, 128, seed=0)
+  assert tags.tolist() == [True, False, True, False]
+  batch = kto.make_batch(pairs, tags, np.arange(4), np.array([1, 1, 1, 0], np.float32))
+  policy, ref = _weights(0), _weights(1)
+  beta, lam_d, lam_u = 0.5, 1.0, 1.3
+  loss, m = run_loss("kto", {"model": policy}, {"model": ref}, batch, beta=beta, desirable_weight=lam_d,
+                     undesirable_weight=lam_u)
+  ratio = np.array([[pair_logps(policy, pairs, i)[s][0] - pair_logps(ref, pairs, i)[s][0] for s in range(2)]
+                    for i in range(3)])  # row 3 has weight 0
+  kl = ratio[:, 1].mean()
+  z = max(kl, 0.0)
+  sigmoid = lambda x: 1 / (1 + np.exp(-x))
+  by_hand = [lam_d * (1 - sigmoid(beta * (r - z))) if good else lam_u * (1 - sigmoid(beta * (z - r)))
+             for r, good in zip(ratio[:, 0], tags[:3])]
+  np.testing.assert_allclose(loss, np.mean(by_hand), rtol=1e-5)
+  np.testing.assert_allclose(m["kl"], kl, rtol=1e-4, atol=1e-5)
+
+
+def test_kto_rows_pair_each_prompt_with_another_examples_answer(tok):
+  from jaxllm.data import kto
+  records = kto.from_pairs(synthetic.preference_pairs(0, "train", 3))
+  pairs, _ = kto.tokenize(tok, records, 128, seed=0)
+  own = [pairs.ids[i, 0, pairs.prompt_len[i]:pairs.lengths[i, 0]].tolist() for i in range(6)]
+  kl = [pairs.ids[i, 1, pairs.prompt_len[i]:pairs.lengths[i, 1]].tolist() for i in range(6)]
+  assert sorted(map(tuple, kl)) == sorted(map(tuple, own))  # every answer is some row's KL sample exactly once
+  assert all(a != b for a, b in zip(own, kl))
+
+
+def _kto_file(tmp_path, rows):
+  path = tmp_path / "kto.json"
+  path.write_text(json.dumps(rows))
+  info = {"kto_demo": {"file_name": "kto.json", "formatting": "sharegpt",
+                       "columns": {"messages": "messages", "kto_tag": "label"},
+                       "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                "assistant_tag": "assistant"}}}
+  (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+  return tiny_config("kto", tmp_path / "run", "", **{"data.name": "kto_demo",
+                                                     "data.dataset_info": str(tmp_path / "dataset_info.json")})
+
+
+def _kto_row(question, answer, label):
+  return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+          "label": label}
+
+
+def test_kto_reads_llama_factory_kto_tag_data(tmp_path):
+  from jaxllm.data import kto
+  config = _kto_file(tmp_path, [_kto_row("2+2?", "4", True), _kto_row("3+3?", "7", False)])
+  result = kto.read(config)
+  assert result.records == [
+      {"messages": [{"role": "user", "content": "2+2?"}], "answer": "4", "desirable": True},
+      {"messages": [{"role": "user", "content": "3+3?"}], "answer": "7", "desirable": False}]
+
+
+@pytest.mark.parametrize("row, message", [(_kto_row("q", "a", "yes"), "must be true or false, got 'yes'"),
+                                          ({"messages": [{"role": "user", "content": "q"},
+                                                         {"role": "assistant", "content": "a"}]}, "kto_tag")])
+def test_a_bad_kto_row_is_named(tmp_path, row, message):
+  from jaxllm.data import kto
+  from jaxllm.data.files import DataError
+  config = _kto_file(tmp_path, [_kto_row("q", "a", True), row])
+  with pytest.raises(DataError, match=rf"kto.json.*1.*{message}"):
+    kto.read(config)
