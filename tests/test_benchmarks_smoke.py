@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # every test here starts a benchmark script
 
 ROW_KEYS = {"step_s", "tokens_s", "mfu", "peak_mem_mb", "matmul_peak_flops", "model_flops_per_step", "first_loss"}
 

@@ -130,6 +130,7 @@ def test_config_errors_name_the_key(workdir):
     chat.run(_config(workdir, top_p=0.0, prompt="hi"))
 
 
+@pytest.mark.slow
 def test_echo_into_run_py(workdir):
   proc = subprocess.run(
       [sys.executable, "run.py", "--config=configs/chat.py", f"--config.init_from={workdir}",

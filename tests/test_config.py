@@ -68,6 +68,7 @@ def test_valid_multi_device_mesh_passes():
   validate(_base(**{"mesh.data": -1, "mesh.tensor": 2}), 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, fragment", [
     ("--config.model.d_modle=64", "d_modle"),
     ("--config.model.d_model=abc", "d_model"),

@@ -123,6 +123,7 @@ np.testing.assert_allclose(np.asarray(jax.jit(model.apply)({"params": weights}, 
 """
 
 
+@pytest.mark.slow
 def test_import_into_shardings(tmp_path):
   """On a 2x2x2 mesh of fake CPU devices the leaves land directly in their NamedShardings, same logits."""
   model = _hf_model("qwen2", tmp_path / "model")

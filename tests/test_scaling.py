@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO, tiny_config
 from jaxllm import runtime, train
@@ -60,6 +61,7 @@ def _env(devices: int) -> dict:
   return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
 
 
+@pytest.mark.slow
 def test_fsdp_splits_params_and_optimizer_state(tmp_path, tokenizer_dir):
   script = _MEMORY_SCRIPT.format(repo=str(REPO), workdir=str(tmp_path), tok=tokenizer_dir)
   proc = subprocess.run([sys.executable, "-c", script], env=_env(8), capture_output=True, text=True, timeout=300)
@@ -81,6 +83,7 @@ def _pretrain_cmd(workdir, tokenizer_dir, *extra):
           "--config.log.tensorboard=False", *extra]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, tokenizer_dir):
   single = subprocess.run(_pretrain_cmd(tmp_path / "single", tokenizer_dir), cwd=REPO, env=_env(8),
                           capture_output=True, text=True, timeout=600)

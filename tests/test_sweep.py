@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SWEEP = """
@@ -17,6 +19,7 @@ def settings():
 """
 
 
+@pytest.mark.slow
 def test_sweep_runs_records_failures_and_resumes(tmp_path, tokenizer_dir):
   sweep_file = tmp_path / "tiny_sweep.py"
   sweep_file.write_text(SWEEP.format(tok=tokenizer_dir))

@@ -42,6 +42,7 @@ def test_different_seeds_differ():
   assert len(set(a) & set(b)) < 20  # not the same list shuffled either
 
 
+@pytest.mark.slow
 def test_independent_of_python_hash_seed():
   code = ("from jaxllm.data import synthetic; "
           "print([p.question for p in synthetic.problems(5, 'eval', 20)])")

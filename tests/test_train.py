@@ -55,6 +55,7 @@ def _run_pretrain(workdir, devices: int, tokenizer_dir: str, mesh: tuple[int, in
   return _train_losses(workdir)
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices(tmp_path, tokenizer_dir):
   one = _run_pretrain(tmp_path / "one", 1, tokenizer_dir, (1, 1, 1))
   eight = _run_pretrain(tmp_path / "eight", 8, tokenizer_dir, (2, 2, 2))
