@@ -1,0 +1,78 @@
+"""One process of tests/test_finetune_scaling.py: fine-tunes (SFT, DPO) from a checkpoint on each mesh named
+and writes, from process 0, the first train losses and a checksum of the loaded weights as JSON.
+
+  python tests/finetune_worker.py OUT.json PRETRAIN_WORKDIR TOKENIZER_DIR RUNS_DIR MESHES SFT_FROM [--grpo]
+
+MESHES is `2x4x1,1x2x4` (data x fsdp x tensor). On the first mesh a DPO run also starts from the SFT workdir
+written by the multi-process launch: SFT_FROM is that launch's RUNS_DIR (`-`: this launch's own). --grpo also
+starts GRPO from that SFT workdir, which on several processes must get through loading and stop at the
+stage's own multi-process message.
+The launcher sets jax's device count (XLA_FLAGS) and the dist.* keys (JAXLLM_DIST=coordinator,n,i).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from conftest import tiny_config  # noqa: E402
+from jaxllm import runtime, stages  # noqa: E402
+from jaxllm.metrics import read_metrics  # noqa: E402
+
+STEPS = 3
+
+
+def weights_checksum(weights) -> float:
+  """Sum of squares of every weight: equal across meshes only if every process read the right slices."""
+  return float(jax.jit(lambda w: sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(w)))(
+      weights))
+
+
+def config_for(stage: str, workdir: str, init_from: str, tokenizer: str, mesh: str, dist: list[str]):
+  data, fsdp, tensor = (int(n) for n in mesh.split("x"))
+  overrides = {"init_from": init_from, "steps": STEPS, "log.every": 1, "checkpoint.every": STEPS,
+               "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor, "sample.num": 0,
+               "eval.batches": 1, "log.progress": False}
+  if stage == "sft":
+    overrides["sft.eval_examples"] = 0
+  if dist:
+    overrides.update({"dist.coordinator": dist[0], "dist.num_processes": int(dist[1]),
+                      "dist.process_id": int(dist[2])})
+  return tiny_config(stage, workdir, tokenizer, **overrides)
+
+
+def main(out: str, pretrain: str, tokenizer: str, runs: str, meshes: str, sft_from: str, *flags: str) -> None:
+  dist = os.environ["JAXLLM_DIST"].split(",") if os.environ.get("JAXLLM_DIST") else []
+  result = {}
+
+  def train(name: str, stage: str, init_from: str, mesh: str) -> None:
+    workdir = os.path.join(runs, name)
+    stages.run(config_for(stage, workdir, init_from, tokenizer, mesh, dist))
+    if jax.process_index() == 0:
+      result[name] = [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
+
+  for mesh in meshes.split(","):
+    env = runtime.prepare(config_for("sft", os.path.join(runs, f"load_{mesh}"), pretrain, tokenizer, mesh, dist))
+    result[f"checksum_{mesh}"] = weights_checksum(env.pretrained.weights)
+    train(f"sft_{mesh}", "sft", pretrain, mesh)
+    train(f"dpo_{mesh}", "dpo", pretrain, mesh)
+  first = meshes.split(",")[0]
+  multi_sft = os.path.join(runs if sft_from == "-" else sft_from, f"sft_{first}")
+  train("dpo_from_multi_sft", "dpo", multi_sft, first)
+  if "--grpo" in flags:
+    try:
+      stages.run(config_for("grpo", os.path.join(runs, "grpo"), multi_sft, tokenizer, first, dist))
+      result["grpo"] = "ran"
+    except NotImplementedError as e:  # the stage's own refusal, after loading succeeded
+      result["grpo"] = str(e)
+  if jax.process_index() == 0:
+    with open(out, "w") as f:
+      json.dump(result, f)
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])
