@@ -17,9 +17,12 @@ changes attention for sequences longer than W, so such a model imports with max_
 W) and is exact for every sequence jaxllm will then feed it.
 
 Memory: `load` reads one tensor at a time (each file opened only for that read, so no mapped file pages
-accumulate) and places it straight into its device/sharding, so the host holds one full copy of the weights
-(the placed arrays, on a CPU backend) plus one tensor in flight: a Qwen2-0.5B-shaped bf16 checkpoint peaks at
-1.3x its size, interpreter included (benchmarks/hf_import_memory.py). `export` streams one tensor at a time too.
+accumulate) and places it straight into its device/sharding. Given shardings, each device's block is read on its
+own (`get_slice`, only the HF rows/columns it covers), so on any number of processes a process reads and holds
+only its devices' share plus one block in flight; without, one full copy on the default device. A
+Qwen2-0.5B-shaped bf16 checkpoint peaks at 1.3x its size on one device, interpreter included
+(benchmarks/hf_import_memory.py, which also measures the sharded multi-process case). `export` streams one
+tensor at a time too.
 """
 from __future__ import annotations
 
@@ -174,12 +177,6 @@ def _hf_shape(cfg: dict, path: tuple[str, ...], layout: Any) -> tuple[int, ...]:
   return (cfg["head_dim"],) if path[-2] in ("q_norm", "k_norm") else (cfg["d_model"],)
 
 
-def _to_jax(x: np.ndarray, layout: Any) -> np.ndarray:
-  if layout is None:
-    return x
-  return x.T.reshape(tuple(layout[0]) + tuple(layout[1]))  # [out, in] -> [in..., out...]; bias: reshape
-
-
 def _to_hf(x: np.ndarray, layout: Any) -> np.ndarray:
   if layout is None:
     return x
@@ -207,17 +204,47 @@ def _weight_files(path: str) -> dict[str, str]:
     return {name: single for name in f.keys()}
 
 
-def _read(file: str, name: str) -> np.ndarray:
-  # Opened per tensor on purpose: safe_open maps the whole file, and pages read through a mapping stay
-  # resident (and count as this process's memory) until it is closed.
-  with safe_open(file, framework="np") as f:
-    return f.get_tensor(name)
+def _flat_range(index: tuple[slice, ...], dims: tuple[int, ...]) -> tuple[slice, tuple[int, ...], tuple]:
+  """Dims `dims` flattened into one HF dim: the contiguous range of it that covers `index` (whole dims after
+  the first), the shape that range unflattens to, and the index still to apply inside it. Shard indices split
+  heads, never head_dim, so nothing outside `index` is read in practice."""
+  start, stop, step = index[0].indices(dims[0])
+  if step != 1:
+    raise ValueError(f"strided index {index} (shards are contiguous blocks)")
+  rest = math.prod(dims[1:])
+  return slice(start * rest, stop * rest), (stop - start,) + tuple(dims[1:]), (slice(None),) + tuple(index[1:])
 
 
-def _place(x: np.ndarray, sharding: Any) -> jax.Array:
+def _read_block(tensor: Any, layout: Any, index: tuple[slice, ...]) -> np.ndarray:
+  """`x[index]` of the tensor in jaxllm's layout, reading only the HF rows/columns it covers (`tensor` is a
+  safetensors slice handle)."""
+  if layout is None:
+    return tensor[index]
+  n_in = len(layout[0])
+  rows, rows_shape, rows_inner = _flat_range(index[n_in:], tuple(layout[1]))
+  if not n_in:  # a bias [out] -> [out...]
+    return tensor[rows].reshape(rows_shape)[rows_inner]
+  cols, cols_shape, cols_inner = _flat_range(index[:n_in], tuple(layout[0]))
+  return tensor[rows, cols].T.reshape(cols_shape + rows_shape)[cols_inner + rows_inner]
+
+
+def _load_tensor(tensor: Any, layout: Any, shape: tuple[int, ...], np_dtype: np.dtype, sharding: Any) -> jax.Array:
+  """One weight placed into `sharding`, each device's block read from the file on its own, so a process reads
+  (and holds) only what its devices hold; without a sharding, whole on the default device."""
+  def block(index: tuple[slice, ...]) -> np.ndarray:
+    return np.ascontiguousarray(_read_block(tensor, layout, index).astype(np_dtype, copy=False))
+
   if sharding is None:
-    return jax.device_put(x)
-  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.device_put(block(tuple(slice(None) for _ in shape)))
+  blocks: dict = {}  # devices of this process holding the same block (replicas) share one read
+
+  def cached(index: tuple[slice, ...]) -> np.ndarray:
+    key = tuple(s.indices(n)[:2] for s, n in zip(index, shape))
+    if key not in blocks:
+      blocks[key] = block(index)
+    return blocks[key]
+
+  return jax.make_array_from_callback(shape, sharding, cached)
 
 
 def _get(tree: Any, path: tuple[str, ...]) -> Any:
@@ -234,7 +261,8 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
 
 def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[dict, dict]:
   """(model.* config dict, weights pytree) of an HF model folder; each leaf placed as soon as it is read,
-  into its sharding when `shardings` (a pytree shaped like the weights) is given."""
+  into its sharding when `shardings` (a pytree shaped like the weights) is given, each process reading only the
+  blocks its devices hold."""
   hf = read_hf_config(path)
   cfg = model_config_from_hf(hf)
   np_dtype = _DTYPES[dtype]
@@ -252,17 +280,22 @@ def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[dict
   weights: dict = {}
   for name in sorted(spec, key=lambda n: (files[n], n)):  # file by file
     jax_path, layout = spec[name]
-    x = _read(files[name], name)
-    want = _hf_shape(cfg, jax_path, layout)
-    if x.shape != want:
-      raise ValueError(f"{name}: shape {x.shape} in the checkpoint, {want} expected from config.json")
-    if layout == "zero":
-      if np.any(x != 0):
-        raise ValueError(f"{name}: nonzero o_proj bias (attention_bias=True on the output projection) is not "
-                         "supported: jaxllm's attention output has no bias")
-      continue
-    x = np.ascontiguousarray(_to_jax(x, layout).astype(np_dtype, copy=False))
-    _set(weights, jax_path, _place(x, None if shardings is None else _get(shardings, jax_path)))
+    # Opened per tensor on purpose: safe_open maps the whole file, and pages read through a mapping stay
+    # resident (and count as this process's memory) until it is closed.
+    with safe_open(files[name], framework="np") as f:
+      tensor = f.get_slice(name)
+      want = _hf_shape(cfg, jax_path, layout)
+      if tuple(tensor.get_shape()) != want:
+        raise ValueError(f"{name}: shape {tuple(tensor.get_shape())} in the checkpoint, {want} expected from "
+                         "config.json")
+      if layout == "zero":
+        if np.any(tensor[:] != 0):
+          raise ValueError(f"{name}: nonzero o_proj bias (attention_bias=True on the output projection) is not "
+                           "supported: jaxllm's attention output has no bias")
+        continue
+      shape = want if layout is None else tuple(layout[0]) + tuple(layout[1])
+      sharding = None if shardings is None else _get(shardings, jax_path)
+      _set(weights, jax_path, _load_tensor(tensor, layout, shape, np_dtype, sharding))
   return cfg, weights
 
 

@@ -1,8 +1,9 @@
 """One process of tests/test_finetune_scaling.py: fine-tunes (SFT, DPO) from a checkpoint on each mesh named
 and writes, from process 0, the first train losses and a checksum of the loaded weights as JSON.
 
-  python tests/finetune_worker.py OUT.json PRETRAIN_WORKDIR TOKENIZER_DIR RUNS_DIR MESHES SFT_FROM [--grpo]
+  python tests/finetune_worker.py OUT.json PRETRAIN_WORKDIR HF_FOLDER TOKENIZER_DIR RUNS_DIR MESHES SFT_FROM [--grpo]
 
+HF_FOLDER holds the same weights exported to Hugging Face format; on each mesh both are loaded and checksummed.
 MESHES is `2x4x1,1x2x4` (data x fsdp x tensor). On the first mesh a DPO run also starts from the SFT workdir
 written by the multi-process launch: SFT_FROM is that launch's RUNS_DIR (`-`: this launch's own). --grpo also
 starts GRPO from that SFT workdir, which on several processes must get through loading and stop at the
@@ -26,10 +27,13 @@ from jaxllm.metrics import read_metrics  # noqa: E402
 STEPS = 3
 
 
-def weights_checksum(weights) -> float:
-  """Sum of squares of every weight: equal across meshes only if every process read the right slices."""
-  return float(jax.jit(lambda w: sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(w)))(
-      weights))
+def weights_checksums(weights) -> list[float]:
+  """Per weight, its sum weighted by a function of each element's position: equal to the checksum of the
+  weights read whole on one device only if every process read every block from the right place."""
+  def checksum(x):
+    position = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+    return jnp.sum(x.astype(jnp.float32) * jnp.cos(position))
+  return [float(c) for c in jax.jit(lambda w: [checksum(x) for x in jax.tree.leaves(w)])(weights)]
 
 
 def config_for(stage: str, workdir: str, init_from: str, tokenizer: str, mesh: str, dist: list[str]):
@@ -45,7 +49,7 @@ def config_for(stage: str, workdir: str, init_from: str, tokenizer: str, mesh: s
   return tiny_config(stage, workdir, tokenizer, **overrides)
 
 
-def main(out: str, pretrain: str, tokenizer: str, runs: str, meshes: str, sft_from: str, *flags: str) -> None:
+def main(out: str, pretrain: str, hf_folder: str, tokenizer: str, runs: str, meshes: str, sft_from: str, *flags: str) -> None:
   dist = os.environ["JAXLLM_DIST"].split(",") if os.environ.get("JAXLLM_DIST") else []
   result = {}
 
@@ -56,8 +60,10 @@ def main(out: str, pretrain: str, tokenizer: str, runs: str, meshes: str, sft_fr
       result[name] = [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
 
   for mesh in meshes.split(","):
-    env = runtime.prepare(config_for("sft", os.path.join(runs, f"load_{mesh}"), pretrain, tokenizer, mesh, dist))
-    result[f"checksum_{mesh}"] = weights_checksum(env.pretrained.weights)
+    for name, init_from in (("checkpoint", pretrain), ("hf", hf_folder)):
+      env = runtime.prepare(config_for("sft", os.path.join(runs, f"load_{name}_{mesh}"), init_from, tokenizer,
+                                       mesh, dist))
+      result[f"checksums_{name}_{mesh}"] = weights_checksums(env.pretrained.weights)
     train(f"sft_{mesh}", "sft", pretrain, mesh)
     train(f"dpo_{mesh}", "dpo", pretrain, mesh)
   first = meshes.split(",")[0]

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_config
+from finetune_worker import weights_checksums
+from jaxllm import hf
 from jaxllm.checkpoint import load_pretrained
+from jaxllm.tokenizer import Tokenizer
 
 MESHES = "2x4x1,1x2x4"
 WORKER = str(REPO / "tests" / "finetune_worker.py")
@@ -54,16 +57,22 @@ def _launch(processes: int, devices: int, *args: str) -> None:
 
 
 def test_finetune_across_processes_from_checkpoint(tmp_path, tokenizer_dir, pretrain_workdir):
-  multi, single = tmp_path / "multi", tmp_path / "single"
-  _launch(2, 4, str(tmp_path / "multi.json"), pretrain_workdir, tokenizer_dir, str(multi), MESHES, "-", "--grpo")
-  _launch(1, 8, str(tmp_path / "single.json"), pretrain_workdir, tokenizer_dir, str(single), MESHES, str(multi))
+  multi, single, hf_folder = tmp_path / "multi", tmp_path / "single", str(tmp_path / "hf")
+  written = load_pretrained(pretrain_workdir)  # read back as written: 1 process, 1 device
+  # the same weights as a Hugging Face folder, in two safetensors files (through the index)
+  hf.export(hf_folder, written.config.model.to_dict(), written.weights, Tokenizer.load(tokenizer_dir),
+            max_shard_bytes=300_000)
+  args = (pretrain_workdir, hf_folder, tokenizer_dir)
+  _launch(2, 4, str(tmp_path / "multi.json"), *args, str(multi), MESHES, "-", "--grpo")
+  _launch(1, 8, str(tmp_path / "single.json"), *args, str(single), MESHES, str(multi))
   got = json.loads((tmp_path / "multi.json").read_text())
   want = json.loads((tmp_path / "single.json").read_text())
 
-  written = load_pretrained(pretrain_workdir).weights  # read back as written: 1 process, 1 device
-  checksum = float(sum(np.sum(np.square(np.asarray(x, np.float32))) for x in jax.tree.leaves(written)))
+  checksums = weights_checksums(written.weights)
   for mesh in MESHES.split(","):
-    np.testing.assert_allclose([got[f"checksum_{mesh}"], want[f"checksum_{mesh}"]], checksum, rtol=1e-5)
+    for source in ("checkpoint", "hf"):  # every process read its blocks from the right place
+      np.testing.assert_allclose(got[f"checksums_{source}_{mesh}"], checksums, rtol=1e-5, atol=1e-5)
+      np.testing.assert_allclose(want[f"checksums_{source}_{mesh}"], checksums, rtol=1e-5, atol=1e-5)
     for stage in ("sft", "dpo"):
       assert len(got[f"{stage}_{mesh}"]) == 3, got
       np.testing.assert_allclose(got[f"{stage}_{mesh}"], want[f"{stage}_{mesh}"], rtol=1e-5)
