@@ -15,8 +15,8 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
-from etils import epath
 
+from jaxllm import param_restore
 from jaxllm.state import TrainState
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
@@ -86,60 +86,10 @@ def resolve_workdir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def _single_device() -> jax.sharding.Sharding:
-  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-
-
-def _replicated_like(shardings: Any) -> jax.sharding.Sharding:
-  """Replicated over the mesh the weights' shardings use (adapters, heads: small, every device holds them)."""
-  leaf = jax.tree.leaves(shardings)[0]
-  if isinstance(leaf, jax.sharding.NamedSharding):
-    return jax.sharding.NamedSharding(leaf.mesh, jax.sharding.PartitionSpec())
-  return leaf
-
-
-def _saved_params(state_dir: str) -> dict:
-  """Shape/dtype metadata of the checkpoint's `params` subtree (read from its metadata file, no array data)."""
-  tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(state_dir))
-  return getattr(tree, "tree", tree)["params"]
-
-
-def _check_fits(saved: dict, shardings: Any, where: str) -> None:
-  """The saved model tree must be the tree the current model's shardings describe, else a clear error."""
-  want = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(shardings)}
-  have = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(saved)}
-  if want != have:
-    raise ValueError(f"{where}: the saved weights do not fit this model (only in the checkpoint: "
-                     f"{sorted(have - want)[:3]}, only in the model: {sorted(want - have)[:3]})")
-
-
-def restore_params(state_dir: str, shardings: Any = None) -> dict:
-  """The `params` of one orbax train-state checkpoint folder (`W/checkpoints/N/state`), read straight into
-  their shardings on however many processes this job has: `params["model"]` into `shardings` (a pytree of
-  shardings shaped like the model's weights), adapters and heads replicated; with no shardings, all on this
-  process's first device. A partial restore: nothing else (step, Adam moments, rng) is read, and each process
-  reads only the chunks its devices hold, whatever mesh or device count the checkpoint was written with."""
-  saved = _saved_params(state_dir)
-  small = _single_device() if shardings is None else _replicated_like(shardings)
-  if shardings is not None and "model" in saved:
-    _check_fits(saved["model"], shardings, state_dir)
-  target_sh = {k: (shardings if k == "model" and shardings is not None else jax.tree.map(lambda _: small, v))
-               for k, v in saved.items()}
-  target = {"params": jax.tree.map(lambda m, sh: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sh),
-                                   saved, target_sh)}
-  handler = ocp.PyTreeCheckpointHandler()
-  try:
-    restored = handler.restore(epath.Path(state_dir), args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  finally:
-    handler.close()
-  return restored["params"]
-
-
 def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") -> Pretrained:
   """Trained weights of a jaxllm workdir (latest or the given step), LoRA adapters merged into their base; or
   a Hugging Face model folder (read tensor by tensor in `dtype`). With `shardings` (a pytree shaped like the
-  model's weights) every process reads only its devices' slices into them (`restore_params`); without, the
+  model's weights) every process reads only its devices' slices into them (param_restore.py); without, the
   weights land whole on this process's first device (single-process tools: chat, export, scoring)."""
   from jaxllm import hf  # local: hf builds Pretrained objects from this module
   from jaxllm import lora as lora_lib
@@ -156,7 +106,7 @@ def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") ->
   state_dir = os.path.join(directory, str(step), "state")
   if not os.path.isdir(state_dir):
     raise FileNotFoundError(f"init_from={path!r}: no checkpoint at {state_dir}")
-  restored = restore_params(state_dir, shardings)
+  restored = param_restore.restore_params(state_dir, shardings)
   extras = {k: v for k, v in restored.items() if k not in ("model", "lora")}
   if "lora" in restored:
     base = load_pretrained(config.init_from, shardings, dtype)

@@ -49,7 +49,8 @@ def config_for(stage: str, workdir: str, init_from: str, tokenizer: str, mesh: s
   return tiny_config(stage, workdir, tokenizer, **overrides)
 
 
-def main(out: str, pretrain: str, hf_folder: str, tokenizer: str, runs: str, meshes: str, sft_from: str, *flags: str) -> None:
+def main(out: str, pretrain: str, hf_folder: str, tokenizer: str, runs: str, meshes: str, sft_from: str,
+         *flags: str) -> None:
   dist = os.environ["JAXLLM_DIST"].split(",") if os.environ.get("JAXLLM_DIST") else []
   result = {}
 
