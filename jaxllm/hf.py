@@ -20,9 +20,9 @@ Memory: `load` reads one tensor at a time (each file opened only for that read, 
 accumulate) and places it straight into its device/sharding. Given shardings, each device's block is read on its
 own (`get_slice`, only the HF rows/columns it covers), so on any number of processes a process reads and holds
 only its devices' share plus one block in flight; without, one full copy on the default device. A
-Qwen2-0.5B-shaped bf16 checkpoint peaks at 1.3x its size on one device, interpreter included
-(benchmarks/hf_import_memory.py, which also measures the sharded multi-process case). `export` streams one
-tensor at a time too.
+Qwen2-0.5B-shaped bf16 checkpoint peaks at 1.2x its size on one device, interpreter included; on 2 processes x
+4 devices a process adds 1.05x its shard (benchmarks/hf_import_memory.py). `export` streams one tensor at a
+time too.
 """
 from __future__ import annotations
 
