@@ -32,7 +32,7 @@ def pretrain_workdir(tmp_path_factory, tokenizer_dir) -> str:
 
   workdir = tmp_path_factory.mktemp("pretrain_1x1")
   env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir, seed=7, **{"model.n_kv_heads": 4}))
-  state, _ = train.init_state(env, train.Task(loss="lm", batches=None), make_optimizer(env.config.optim, 1))
+  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), make_optimizer(env.config.optim, 1))
   ckpt = Checkpointer(env.config.workdir, keep=1)
   ckpt.save(state, {})
   ckpt.close()
@@ -56,6 +56,7 @@ def _launch(processes: int, devices: int, *args: str) -> None:
     assert p.returncode == 0, f"process {i}:\n{err[-4000:]}"
 
 
+@pytest.mark.slow
 def test_finetune_across_processes_from_checkpoint(tmp_path, tokenizer_dir, pretrain_workdir):
   multi, single, hf_folder = tmp_path / "multi", tmp_path / "single", str(tmp_path / "hf")
   written = load_pretrained(pretrain_workdir)  # read back as written: 1 process, 1 device
