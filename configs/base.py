@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_examples = 0  # 0 = all; else read at most this many rows (deterministic: first N)
   c.data.doc_chars = 1000  # text rows shorter than this are joined (by newlines) into documents of ~this size
   c.data.train_examples = 20000  # built-in world: training problems generated
-  c.data.eval_examples = 200  # built-in world: held-out problems generated
+  c.data.eval_examples = 200  # built-in world: held-out problems generated; streamed corpus: documents held out
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 3e-3  # peak learning rate

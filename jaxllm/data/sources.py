@@ -46,12 +46,13 @@ Bad rows raise DataError naming the file, the row and the field, or with on_bad=
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from typing import Any, Callable, Iterator
 
 from jaxllm.data import detect, hub
-from jaxllm.data.files import DataError, DataNotFoundError, LoadResult, RowError, Sink, located_rows, read_rows
+from jaxllm.data.files import DataError, DataNotFoundError, LoadResult, RowError, Sink, located_rows, read_rows, short
 from jaxllm.data.formats import make_spec, row_fn, split_hh_transcript
 from jaxllm.data.registry import FORMATTINGS, check_maps, load_registry, resolve
 
@@ -189,3 +190,45 @@ def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | Non
     return load_file(name, fmt, kind, on_bad=data.on_bad_row, limit=limit, split=split or data.split,
                        subset=data.subset, streaming=data.streaming)
 
+
+
+def text_stream(data: Any) -> tuple[Callable[[], Any], Callable[[dict], str | None], str]:
+  """(open: a fresh streamed datasets.IterableDataset of data.name, text_of: row -> its text or None for a
+  blank or (with on_bad_row=skip) bad row, source) for streamed pretraining; the format is the registry
+  entry's or told from the first row."""
+  entry = resolve(data.name, data.dataset_info) if data.dataset_info else None
+  what = f"dataset {data.name!r}" if entry else data.name
+  if entry is None:
+    src = hub.source_for_name(data.name, data.subset, data.split)
+  elif "file_name" in entry:
+    src = dataclasses.replace(hub.source_for_name(entry["file_name"]), what=what)
+  else:
+    src = hub.source_for_entry(entry, entry["registry_dir"], what)
+
+  def open_stream() -> Any:
+    return hub.open_dataset(src, streaming=True)
+
+  first = next(iter(open_stream()), None)
+  if first is None:
+    raise DataError(f"{what}: the corpus is empty")
+  formatting = entry_formatting(entry) if entry else None
+  columns, tags = (entry.get("columns"), entry.get("tags")) if entry else (None, None)
+  ranking = entry.get("ranking", False) if entry else False
+  if formatting is None:
+    found = detect.detect(first, what)
+    formatting, columns, tags, ranking = found.formatting, columns or found.columns, tags or found.tags, found.ranking
+  _check_kind(what, formatting, "text", ranking)
+  fn = row_fn(make_spec(formatting, ranking, columns, tags), "text")
+  sink = Sink(data.on_bad_row)
+
+  def text_of(row: dict) -> str | None:
+    try:
+      text = fn(row)["text"]
+    except RowError as e:
+      if "empty text" in str(e):  # blank lines and empty documents carry nothing to learn
+        return None
+      sink.bad(f"{what}: streamed row {short(row)}", str(e))
+      return None
+    return text if text.strip() else None
+
+  return open_stream, text_of, what

@@ -1,6 +1,11 @@
 """Stage `pretrain`: next-token prediction on packed text (the built-in task world, or data.name).
 
   python run.py --config=configs/pretrain.py --config.workdir=W
+  python run.py --config=configs/pretrain.py --config.workdir=W --config.data.name=CORPUS --config.data.streaming=True
+
+With data.streaming the corpus is never held in memory: it is read through datasets streaming, tokenized on
+the fly and sharded by process (data/stream.py); the first data.eval_examples documents are held out, and the
+unigram baseline (which needs the whole corpus's counts) is not computed.
 """
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import runtime, train
-from jaxllm.data import pipelines, text
+from jaxllm.data import pipelines, sources, stream, text
 
 
 def token_stream(env: runtime.Env, docs: list[str]) -> np.ndarray:
@@ -46,9 +51,26 @@ def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str])
   return {}
 
 
+def streamed_batches(env: runtime.Env) -> tuple[stream.StreamedLMBatches, list[str]]:
+  """(this process's training batches, held-out documents) of a streamed corpus."""
+  c = env.config
+  open_stream, text_of, source = sources.text_stream(c.data)
+  eval_docs = stream.eval_documents(open_stream, text_of, c.data.eval_examples, env.process_count)
+  if not eval_docs:
+    raise sources.DataError(f"{source}: no held-out documents (data.eval_examples={c.data.eval_examples})")
+  batches = stream.StreamedLMBatches(open_stream, text_of, env.tokenizer.encoding.encode_ordinary,
+                                     env.tokenizer.eot_id, c.data.seq_len, c.data.batch_size // env.process_count,
+                                     jax.process_index(), env.process_count, c.data.eval_examples)
+  env.log(f"pretrain: streaming {source}, {len(eval_docs)} documents held out; process {jax.process_index()} of "
+          f"{env.process_count} reads its own share")
+  return batches, eval_docs
+
+
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c = env.config
+  if c.data.streaming:
+    return run_streamed(env)
   train_docs, eval_docs = text.documents(c)
   train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
   env.log(f"pretrain: {len(train_docs)} documents, {len(train_flat)} tokens; held out {len(eval_docs)} "
@@ -66,3 +88,17 @@ def run(config: ml_collections.ConfigDict) -> dict:
   summary = train.fit(env, task)
   summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
   return summary
+
+
+def run_streamed(env: runtime.Env) -> dict:
+  c = env.config
+  batches, eval_docs = streamed_batches(env)
+  eot = env.tokenizer.eot_id
+  eval_flat = token_stream(env, eval_docs)
+  eval_batches = pipelines.packed_lm_eval_batches(eval_flat, c.data.seq_len, c.data.batch_size, eot, c.eval.batches)
+  loss = c.loss.name or "lm"
+  prompts = [d[:max(8, len(d) // 3)] for d in eval_docs]
+  task = train.Task(loss=loss, batches=batches,
+                    evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
+                    on_end=lambda state: print_samples(env, state, prompts))
+  return train.fit(env, task)
