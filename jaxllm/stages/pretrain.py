@@ -69,36 +69,26 @@ def streamed_batches(env: runtime.Env) -> tuple[stream.StreamedLMBatches, list[s
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c = env.config
-  if c.data.streaming:
-    return run_streamed(env)
-  train_docs, eval_docs = text.documents(c)
-  train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
-  env.log(f"pretrain: {len(train_docs)} documents, {len(train_flat)} tokens; held out {len(eval_docs)} "
-          f"documents, {len(eval_flat)} tokens")
   eot = env.tokenizer.eot_id
+  if c.data.streaming:
+    batches, eval_docs = streamed_batches(env)
+    train_flat, eval_flat = None, token_stream(env, eval_docs)
+  else:
+    train_docs, eval_docs = text.documents(c)
+    train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
+    env.log(f"pretrain: {len(train_docs)} documents, {len(train_flat)} tokens; held out {len(eval_docs)} "
+            f"documents, {len(eval_flat)} tokens")
+    batches = pipelines.packed_lm_batches(train_flat, c.data.seq_len, c.data.batch_size, c.seed, eot)
   eval_batches = pipelines.packed_lm_eval_batches(eval_flat, c.data.seq_len, c.data.batch_size, eot,
                                                   c.eval.batches)
   loss = c.stage
   prompts = [d[:max(8, len(d) // 3)] for d in eval_docs]
   task = train.Task(
       loss=loss,
-      batches=pipelines.packed_lm_batches(train_flat, c.data.seq_len, c.data.batch_size, c.seed, eot),
+      batches=batches,
       evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
       on_end=lambda state: print_samples(env, state, prompts))
   summary = train.fit(env, task)
-  summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
+  if train_flat is not None:
+    summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
   return summary
-
-
-def run_streamed(env: runtime.Env) -> dict:
-  c = env.config
-  batches, eval_docs = streamed_batches(env)
-  eot = env.tokenizer.eot_id
-  eval_flat = token_stream(env, eval_docs)
-  eval_batches = pipelines.packed_lm_eval_batches(eval_flat, c.data.seq_len, c.data.batch_size, eot, c.eval.batches)
-  loss = c.loss.name or "lm"
-  prompts = [d[:max(8, len(d) // 3)] for d in eval_docs]
-  task = train.Task(loss=loss, batches=batches,
-                    evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
-                    on_end=lambda state: print_samples(env, state, prompts))
-  return train.fit(env, task)
