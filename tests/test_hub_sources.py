@@ -118,3 +118,23 @@ def test_load_config_refuses_unknown_names_in_one_line():
                                     "split": "train", "subset": "", "streaming": False})
   with pytest.raises(sources.DataNotFoundError, match="is not a file, folder, glob, hf:<org>/<name> hub id or URL"):
     sources.load_config(data, "chat")
+
+
+def test_eval_split_is_read_as_the_held_out_set(saved, tmp_path):
+  import datasets
+  from configs import dpo as dpo_config
+  from configs import sft as sft_config
+  from jaxllm.data import preference
+  from jaxllm.stages import sft as sft_stage
+
+  config = sft_config.get_config("tiny")
+  config.data.update(name=str(saved / "arrow"), eval_split="test")
+  chats = sft_stage.load_chats(config)
+  assert (len(chats.train), len(chats.eval)) == (6, 2)  # the whole train split, the test split held out
+  pairs = [{"prompt": f"{i}+1?", "chosen": str(i + 1), "rejected": str(i)} for i in range(5)]
+  datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs[:3]),
+                        "test": datasets.Dataset.from_list(pairs[3:])}).save_to_disk(str(tmp_path / "pairs"))
+  config = dpo_config.get_config("tiny")
+  config.data.update(name=str(tmp_path / "pairs"), eval_split="test")
+  train, held, skipped = preference.records(config)
+  assert [r["chosen"] for r in train] == ["1", "2", "3"] and [r["chosen"] for r in held] == ["4", "5"]

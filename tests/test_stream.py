@@ -64,6 +64,7 @@ print(json.dumps({{"devices": jax.local_device_count(), "ids": [int(i) for i in 
 """
 
 
+@pytest.mark.slow
 def test_two_processes_read_disjoint_shards(corpus, tokenizer_dir):
   import socket
   with socket.socket() as s:
@@ -93,3 +94,14 @@ def test_two_processes_read_disjoint_shards(corpus, tokenizer_dir):
   assert not shares[0] & held_out
   # whole files per process (4 shards over 2 processes): process 0 reads files 0 and 2
   assert {i // DOCS_PER_FILE for i in shares[0]} == {0, 2} and {i // DOCS_PER_FILE for i in shares[1]} == {1, 3}
+
+
+def test_tokenizer_reads_only_the_start_of_a_streamed_corpus(corpus):
+  from configs import tokenizer as tokenizer_config
+  from jaxllm.stages import tokenizer as tokenizer_stage
+
+  config = tokenizer_config.get_config()
+  config.data.update(name=str(corpus / "*.jsonl"), streaming=True)
+  config.tokenizer.max_chars = 300
+  docs = tokenizer_stage.corpus(config)
+  assert docs[0].startswith("document 0 ") and sum(map(len, docs)) == 300 and len(docs) < 20

@@ -221,6 +221,9 @@ def records(config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict], 
   if result.skipped:
     print(f"data: skipped {result.skipped} bad rows of {result.source} (data.on_bad_row=skip), e.g. "
           f"{'; '.join(result.skip_reasons[:3])}", flush=True)
+  if data.eval_split:  # a split of its own (hub ids, save_to_disk DatasetDicts)
+    held_result = sources.load_config(data, "preference", split=data.eval_split)
+    return result.records, held_result.records, result.skipped + held_result.skipped
   train, held = text.split_documents(result.records, data.eval_fraction, config.seed)
   return train, held, result.skipped
 

@@ -55,12 +55,17 @@ def load_chats(config: ml_collections.ConfigDict) -> ChatData:
   result = sources.load_config(data, _record_kind, s.formatting, limit=data.max_examples or None)
   formatting = result.formatting
   records = result.records
+  if data.eval_split:  # a split of its own (hub ids, save_to_disk DatasetDicts), read the same way
+    held = sources.load_config(data, _record_kind, s.formatting, split=data.eval_split).records
+    train_records, eval_records = records, held
+  else:
+    train_records, eval_records = text.split_documents(records, data.eval_fraction, config.seed)
   if _record_kind(formatting) == "classification":
-    records = [classification_chat(r, s.instruction) for r in records]
+    train_records = [classification_chat(r, s.instruction) for r in train_records]
+    eval_records = [classification_chat(r, s.instruction) for r in eval_records]
   kind = s.eval_kind
   if kind == "auto":
     kind = {"classification": "classification", "gsm8k": "answer"}.get(formatting, "")
-  train_records, eval_records = text.split_documents(records, data.eval_fraction, config.seed)
   return ChatData(train_records, eval_records, kind, result.source, result.skipped)
 
 

@@ -11,7 +11,7 @@ import time
 import ml_collections
 
 from jaxllm import runtime
-from jaxllm.data import synthetic, text
+from jaxllm.data import sources, synthetic, text
 from jaxllm.tokenizer import Tokenizer, train_bpe
 
 
@@ -28,7 +28,13 @@ def corpus(config: ml_collections.ConfigDict) -> list[str]:
   if not config.data.name:
     return _builtin_corpus(config)
   texts, budget = [], config.tokenizer.max_chars
-  for t in text.load_texts(config.data):
+  if config.data.streaming:  # a corpus larger than memory: read only the first max_chars characters of it
+    open_stream, text_of, _ = sources.text_stream(config.data)
+    rows = (text_of(row) for row in open_stream())
+    docs = (t for t in rows if t)
+  else:
+    docs = text.load_texts(config.data)
+  for t in docs:
     texts.append(t[:budget])
     budget -= len(texts[-1])
     if budget <= 0:
