@@ -5,6 +5,8 @@ one-line comment, and the returned ConfigDict is locked so a misspelled override
 """
 import ml_collections
 
+from jaxllm import model
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -20,29 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.tokenizer.train_docs = 20000  # built-in-world documents the tokenizer is trained on
   c.tokenizer.max_chars = 50_000_000  # cap on corpus characters read when training on a dataset
 
-  c.model = ml_collections.ConfigDict()
-  c.model.vocab_size = 0  # 0 = the tokenizer's size rounded up to a multiple of 64
-  c.model.d_model = 256  # residual width
-  c.model.n_layers = 4  # transformer blocks
-  c.model.n_heads = 8  # query heads
-  c.model.n_kv_heads = 4  # key/value heads (GQA); must divide n_heads
-  c.model.head_dim = 0  # 0 = d_model // n_heads
-  c.model.mlp_dim = 704  # SwiGLU hidden width
-  c.model.max_seq_len = 512  # longest sequence the model (and the KV cache) is built for
-  c.model.rope_theta = 10000.0  # RoPE base
-  c.model.rope_scaling = ""  # '' | llama3 (Llama 3.1 long-context frequency scaling; set by HF import)
-  c.model.rope_factor = 1.0  # llama3 scaling: low-frequency stretch
-  c.model.rope_low_freq_factor = 1.0  # llama3 scaling: wavelength band edges, as in the HF config
-  c.model.rope_high_freq_factor = 4.0
-  c.model.rope_original_max_len = 8192  # llama3 scaling: pre-training context length
-  c.model.norm_eps = 1e-6  # RMSNorm epsilon
-  c.model.qk_norm = False  # RMSNorm on queries and keys per head (Qwen3)
-  c.model.attn_bias = False  # biases on q/k/v projections (Qwen2)
-  c.model.tie_embeddings = False  # output head shares the input embedding matrix
-  c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay param_dtype; softmax/loss f32)
-  c.model.param_dtype = "float32"  # parameter storage dtype
-  c.model.remat = "none"  # rematerialise each block: none | full | dots (save matmul outputs only)
-  c.model.init_std = 0.02  # std of the normal init of every weight matrix
+  c.model = model.config_section()  # every field of jaxllm.model.ModelConfig, with its default and comment there
 
   c.data = ml_collections.ConfigDict()
   # '' = built-in task world; a dataset name in data.dataset_info; a file, folder or glob (JSON(L) / CSV / text /

@@ -7,6 +7,9 @@ tokenizer -> pretrain -> SFT -> reward model -> GRPO (DPO beside it) -> held-out
 each stage in workdir/<stage>, started from the stage before. Every stage is a sub-config:
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
 runs a prefix. Results: workdir/report.md with plots. Timings measured here: docs/results.md.
+
+Its own top-level keys are only stage, seed (given to every stage), workdir and pipeline.stages: a stage's key
+is set on its sub-config, and `--config.model.n_layers=6` is an error (there is no top-level model).
 """
 import importlib
 
@@ -16,8 +19,11 @@ from configs import base
 
 
 def get_config(arg: str | None = None):
-  c = base.get_config()
+  shared = base.get_config()
+  c = ml_collections.ConfigDict()
   c.stage = "pipeline"
+  c.seed = shared.seed  # every stage's seed
+  c.workdir = ""  # '' = runs/pipeline; stage <name> runs in workdir/<name>
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.stages = "tokenizer,pretrain,sft,reward,grpo,dpo,eval_sft,eval_grpo"  # which stages run
   for name in ("tokenizer", "pretrain", "sft", "reward", "grpo", "dpo"):

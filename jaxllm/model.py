@@ -25,48 +25,68 @@ Array = jax.Array
 LoraTree = dict[str, Any] | None
 
 
+_RUN_TIME = {"run_time": True}  # field metadata: a run-time choice a run may change, not the architecture
+_FROM_LORA = {"from_lora": True}  # field metadata: filled from config.lora, not a config.model key
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  vocab_size: int
-  d_model: int
-  n_layers: int
-  n_heads: int
-  n_kv_heads: int
-  head_dim: int
-  mlp_dim: int
-  max_seq_len: int
-  rope_theta: float = 10000.0
-  rope_scaling: str = ""  # "" or "llama3" (Llama 3.1 long-context frequencies)
-  rope_factor: float = 1.0
-  rope_low_freq_factor: float = 1.0
+  """The model's configuration and the one list of `config.model` keys: configs/base.py builds that section from
+  these fields and defaults (`config_section`), runtime copies `ARCHITECTURE_KEYS` from init_from's run."""
+  vocab_size: int = 0  # 0 = the tokenizer's size rounded up to a multiple of 64 (filled in by runtime)
+  d_model: int = 256  # residual width
+  n_layers: int = 4  # transformer blocks
+  n_heads: int = 8  # query heads
+  n_kv_heads: int = 4  # key/value heads (GQA); must divide n_heads
+  head_dim: int = 0  # 0 = d_model // n_heads
+  mlp_dim: int = 704  # SwiGLU hidden width
+  max_seq_len: int = 512  # longest sequence the model (and the KV cache) is built for
+  rope_theta: float = 10000.0  # RoPE base
+  rope_scaling: str = ""  # '' | llama3 (Llama 3.1 long-context frequency scaling; set by HF import)
+  rope_factor: float = 1.0  # llama3 scaling: low-frequency stretch
+  rope_low_freq_factor: float = 1.0  # llama3 scaling: wavelength band edges, as in the HF config
   rope_high_freq_factor: float = 4.0
-  rope_original_max_len: int = 8192
-  norm_eps: float = 1e-6
-  qk_norm: bool = False
-  attn_bias: bool = False
-  tie_embeddings: bool = False
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  remat: str = "none"
-  init_std: float = 0.02
-  lora_scale: float = 1.0  # alpha / rank, used only when a LoRA tree is passed
-  lora_dropout: float = 0.0
+  rope_original_max_len: int = 8192  # llama3 scaling: pre-training context length
+  norm_eps: float = 1e-6  # RMSNorm epsilon
+  qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
+  attn_bias: bool = False  # biases on q/k/v projections (Qwen2)
+  tie_embeddings: bool = False  # output head shares the input embedding matrix
+  # compute dtype: float32 | bfloat16 (params stay param_dtype; softmax/loss f32)
+  dtype: str = dataclasses.field(default="float32", metadata=_RUN_TIME)
+  param_dtype: str = dataclasses.field(default="float32", metadata=_RUN_TIME)  # parameter storage dtype
+  # rematerialise each block: none | full | dots (save matmul outputs only)
+  remat: str = dataclasses.field(default="none", metadata=_RUN_TIME)
+  init_std: float = dataclasses.field(default=0.02, metadata=_RUN_TIME)  # std of the normal init of every matrix
+  lora_scale: float = dataclasses.field(default=1.0, metadata=_FROM_LORA)  # alpha / rank, with a LoRA tree only
+  lora_dropout: float = dataclasses.field(default=0.0, metadata=_FROM_LORA)
+
+  def __post_init__(self):
+    if self.head_dim == 0:
+      object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+
+  @classmethod
+  def from_section(cls, model: dict | ml_collections.ConfigDict, **lora) -> "ModelConfig":
+    """A `model.*` section (a run's config.json may lack keys added since: they keep their defaults)."""
+    m = model.to_dict() if isinstance(model, ml_collections.ConfigDict) else dict(model)
+    return cls(**{k: m[k] for k in MODEL_KEYS if k in m}, **lora)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
-    """config.model (resolved: vocab_size and head_dim filled in) plus config.lora."""
-    m = config.model
+    """config.model (resolved: vocab_size filled in) plus config.lora."""
     rank = config.lora.rank
-    return cls(
-        vocab_size=m.vocab_size, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
-        n_kv_heads=m.n_kv_heads, head_dim=m.head_dim or m.d_model // m.n_heads, mlp_dim=m.mlp_dim,
-        max_seq_len=m.max_seq_len, rope_theta=m.rope_theta, rope_scaling=m.rope_scaling,
-        rope_factor=m.rope_factor, rope_low_freq_factor=m.rope_low_freq_factor,
-        rope_high_freq_factor=m.rope_high_freq_factor, rope_original_max_len=m.rope_original_max_len,
-        norm_eps=m.norm_eps, qk_norm=m.qk_norm,
-        attn_bias=m.attn_bias, tie_embeddings=m.tie_embeddings, dtype=m.dtype, param_dtype=m.param_dtype,
-        remat=m.remat, init_std=m.init_std,
-        lora_scale=config.lora.alpha / rank if rank else 1.0, lora_dropout=config.lora.dropout)
+    return cls.from_section(config.model, lora_scale=config.lora.alpha / rank if rank else 1.0,
+                            lora_dropout=config.lora.dropout)
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata.get("from_lora"))
+# The keys that define the architecture (copied from init_from's run); the others are run-time choices.
+ARCHITECTURE_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata)
+
+
+def config_section() -> ml_collections.ConfigDict:
+  """`config.model` with every key and default of ModelConfig (configs/base.py)."""
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+  return ml_collections.ConfigDict({k: defaults[k] for k in MODEL_KEYS})
 
 
 def _init(cfg: ModelConfig, axes: tuple[str | None, ...]):

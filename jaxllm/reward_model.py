@@ -17,7 +17,6 @@ Later stages score with a trained workdir:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Sequence
 
@@ -108,10 +107,7 @@ def layout_from_segments(segment_ids_BL: np.ndarray) -> tuple[np.ndarray, np.nda
 def model_config(run_config) -> ModelConfig:
   """The architecture of a finished run (LoRA merged, so no adapter settings); keys an older run's config.json
   lacks keep ModelConfig's defaults."""
-  known = {f.name for f in dataclasses.fields(ModelConfig)} - {"lora_scale", "lora_dropout"}
-  m = {k: v for k, v in run_config.model.to_dict().items() if k in known}
-  m["head_dim"] = m.get("head_dim") or m["d_model"] // m["n_heads"]
-  return ModelConfig(**m)
+  return ModelConfig.from_section(run_config.model)
 
 
 def _bucket(n: int, cap: int) -> int:

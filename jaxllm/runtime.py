@@ -17,14 +17,9 @@ import ml_collections
 from jaxllm import hf, sharding
 from jaxllm.config import validate
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
-from jaxllm.model import ModelConfig, Transformer
+from jaxllm.model import ARCHITECTURE_KEYS, ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
 
-# model.* keys that define the architecture (copied from init_from's run); the rest are run-time choices.
-ARCHITECTURE_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "mlp_dim",
-                     "max_seq_len", "rope_theta", "rope_scaling", "rope_factor", "rope_low_freq_factor",
-                     "rope_high_freq_factor", "rope_original_max_len", "norm_eps", "qk_norm", "attn_bias",
-                     "tie_embeddings")
 # Keys whose change makes a workdir's checkpoints unusable for a resumed run.
 _RESUME_KEYS = tuple(f"model.{k}" for k in ARCHITECTURE_KEYS) + ("lora.rank", "lora.targets", "stage")
 

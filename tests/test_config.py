@@ -79,3 +79,19 @@ def test_command_line_typos_and_types_fail_naming_the_key(tmp_path, override, fr
   assert proc.returncode != 0
   assert fragment in proc.stderr
   assert not (pathlib.Path(tmp_path) / "config.json").exists()
+
+
+def test_the_pipeline_has_no_top_level_keys_it_would_ignore():
+  config = importlib.import_module("configs.pipeline").get_config("tiny")
+  stages = {k for k, v in config.items() if hasattr(v, "items") and "stage" in v}
+  assert set(config) - stages == {"stage", "seed", "workdir", "pipeline"}
+  with pytest.raises((AttributeError, KeyError), match="model"):
+    config.model.n_layers = 6  # what --config.model.n_layers=6 does: there is no top-level model to set
+
+
+def test_model_keys_are_modelconfigs_fields():
+  from jaxllm.model import ARCHITECTURE_KEYS, MODEL_KEYS, ModelConfig
+  config = importlib.import_module("configs.base").get_config()
+  assert tuple(sorted(config.model)) == tuple(sorted(MODEL_KEYS))
+  assert set(ARCHITECTURE_KEYS) < set(MODEL_KEYS) and "dtype" not in ARCHITECTURE_KEYS
+  assert ModelConfig.from_config(config).head_dim == config.model.d_model // config.model.n_heads

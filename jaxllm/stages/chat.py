@@ -52,10 +52,7 @@ def load(config: ml_collections.ConfigDict) -> tuple[Transformer, dict, Tokenize
     tokenizer = Tokenizer.load(os.path.join(pretrained.workdir, "tokenizer"))
   if config.tokenizer.path:
     tokenizer = Tokenizer.load(config.tokenizer.path)
-  m = pretrained.config.model
-  fields = {f.name for f in dataclasses.fields(ModelConfig)}
-  model_cfg = ModelConfig(**{**{k: v for k, v in m.to_dict().items() if k in fields},
-                             "head_dim": m.head_dim or m.d_model // m.n_heads, "remat": "none"})
+  model_cfg = dataclasses.replace(ModelConfig.from_section(pretrained.config.model), remat="none")
   return Transformer(model_cfg), pretrained.weights, tokenizer
 
 
