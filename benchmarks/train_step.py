@@ -115,7 +115,8 @@ def peak_rss_mb() -> float:
 
 # ----------------------------------------------------------------------------------------------- jax rows
 
-def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = False, rl: dict | None = None):
+def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = False, rl: dict | None = None,
+             new_tokens: int = 0):
   """An `Env` as runtime.prepare builds it, minus tokenizer and workdir (the train step reads neither)."""
   import jax
   from configs import base, grpo, reward
@@ -136,6 +137,8 @@ def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = F
     c.lora.update(rank=LORA_RANK, alpha=2.0 * LORA_RANK)
   if rl:
     c.rl.update(**rl)
+  if new_tokens:
+    c.sampling.max_new_tokens = new_tokens
   validate(c, jax.device_count())
   cfg = ModelConfig.from_config(c)
   return Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
@@ -342,7 +345,7 @@ def grpo_split(s: dict, args) -> dict:
   rows = prompts_n * group
   grpo_s = {**s, "batch": rows, "seq": prompt_len + new}
   env = _jax_env(grpo_s, args, "grpo", rl=dict(group_size=group, prompts_per_step=prompts_n,
-                                                 max_prompt_len=prompt_len, max_new_tokens=new))
+                                                 max_prompt_len=prompt_len), new_tokens=new)
   state, step_fn = jax_step(env, "grpo")
   weights = state.params["model"]
   rng = np.random.default_rng(0)

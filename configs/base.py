@@ -90,9 +90,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 3  # samples printed at the end of training
-  c.sample.max_new_tokens = 48  # tokens generated per sample
-  c.sample.temperature = 0.0  # 0 = greedy
   c.sample.prompt = ""  # '' = prompts from the held-out data
+
+  # How a stage generates: printed samples, chat replies, GRPO rollouts, and (always greedy) evaluation answers;
+  # the fields of jaxllm.sampling.SamplingParams plus the system turn
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.max_new_tokens = 64  # tokens generated per answer / sample / completion
+  c.sampling.temperature = 0.0  # 0 = greedy (evaluation metrics decode greedily whatever this says)
+  c.sampling.top_k = 0  # sample among the k most likely tokens; 0 = off
+  c.sampling.top_p = 1.0  # nucleus sampling mass; 1 = off
+  c.sampling.system = ""  # system turn opening each generated conversation ('' = none, or the stage's default)
 
   c.dist = ml_collections.ConfigDict()
   c.dist.coordinator = ""  # host:port of process 0; '' = single process (or auto-detected by jax)

@@ -18,12 +18,10 @@ def get_config(arg: str | None = None):
   c.stage = "chat"
   c.chat = ml_collections.ConfigDict()
   c.chat.prompt = ""  # '' = read user turns from stdin (interactive on a terminal); else answer this and exit
-  c.chat.system = ""  # system prompt opening every conversation; '' = none
-  c.chat.max_new_tokens = 256  # reply budget in tokens (less near the end of the model's max_seq_len)
-  c.chat.temperature = 0.7  # 0 = greedy
-  c.chat.top_k = 0  # sample among the k most likely tokens; 0 = off
-  c.chat.top_p = 0.95  # nucleus sampling mass; 1 = off
+  # replies: at most 256 tokens (less near the end of the model's max_seq_len); sampling.system opens every
+  # conversation
+  c.sampling.update(max_new_tokens=256, temperature=0.7, top_p=0.95)
   if arg == "tiny":
-    c.chat.max_new_tokens = 32
+    c.sampling.max_new_tokens = 32
   c.lock()
   return c

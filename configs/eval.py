@@ -15,14 +15,14 @@ def get_config(arg: str | None = None):
   c.steps = 0
   c.eval.task = "accuracy"
   c.eval.examples = 200  # held-out items evaluated (answer / classification tasks)
-  c.eval.max_new_tokens = 64  # generation budget per answer
   c.eval.batch_size = 32  # prompts generated together
-  c.eval.system = ""  # system prompt for GSM8K questions ('' = the built-in world's)
+  c.sampling.system = ""  # system turn before each GSM8K question ('' = the built-in world's)
   c.eval.instruction = ""  # classification: text put before each item, e.g. the SFT instruction
   c.eval.batches = 8  # perplexity / pair accuracy: held-out batches
   c.sample.num = 0
   if arg == "tiny":
-    c.eval.update(examples=16, max_new_tokens=32, batch_size=16, batches=2)
+    c.eval.update(examples=16, batch_size=16, batches=2)
+    c.sampling.max_new_tokens = 32
     c.data.update(batch_size=8, seq_len=64, eval_examples=50)
   c.lock()
   return c

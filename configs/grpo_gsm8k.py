@@ -11,7 +11,7 @@ HF_DATASETS_OFFLINE=1); a local copy works too: --config.data.name=train.jsonl -
 should be a chat model that already writes "... #### <number>" answers (e.g. configs/sft.py with
 --config.data.name=hf:openai/gsm8k --config.data.subset=main); the system prompt below asks for that format.
 GSM8K questions run to ~200 tokens and solutions to ~300, so the model needs max_seq_len >= rl.max_prompt_len +
-rl.max_new_tokens; a CPU-sized model will not solve many of them: this config is for real hardware and real
+sampling.max_new_tokens; a CPU-sized model will not solve many of them: this config is for real hardware and real
 checkpoints.
 """
 
@@ -26,10 +26,10 @@ def get_config(arg: str | None = None):
   c.unlock()
   c.data.update(name="hf:openai/gsm8k", subset="main", split="train", eval_split="test")
   c.rl.rewards = "gsm8k:1.0,format:0.1"
-  c.rl.system_prompt = SYSTEM_PROMPT
+  c.sampling.system = SYSTEM_PROMPT
   c.rl.eval_data = "gsm8k_test"
   c.rl.max_prompt_len = 256
-  c.rl.max_new_tokens = 256
+  c.sampling.max_new_tokens = 256
   # One row per sample: a group row (255 + 8 x 257 tokens) would hold ~2.5x the attention scores of 8 rows of 512
   c.rl.group_rows = False
   c.rl.prompts_per_step = 8
@@ -38,7 +38,8 @@ def get_config(arg: str | None = None):
   c.model.max_seq_len = 512  # used only without init_from (an init_from run keeps its architecture)
   if arg == "tiny":
     c.data.max_examples = 64  # read only the first rows
-    c.rl.update(max_prompt_len=112, max_new_tokens=16, eval_prompts=4, eval_batch_size=4)
+    c.rl.update(max_prompt_len=112, eval_prompts=4, eval_batch_size=4)
+    c.sampling.max_new_tokens = 16
     c.model.max_seq_len = 128
   c.lock()
   return c

@@ -17,6 +17,7 @@ def get_config(arg: str | None = None):
   c.steps = 300
   c.eval.every = 100
   c.checkpoint.every = 100
+  c.sampling.max_new_tokens = 48  # the printed samples' continuations
   if arg == "tiny":
     c.steps = 20
     base.use_tiny_model(c)

@@ -28,7 +28,6 @@ def sft_defaults() -> ml_collections.ConfigDict:
   s.eval_kind = "auto"  # generation metrics: auto | answer | classification | exact | '' (held-out loss only)
   s.eval_examples = 200  # held-out prompts answered greedily at each evaluation (0 = none)
   s.eval_batch_size = 64  # prompts per generation batch
-  s.max_new_tokens = 64  # generation budget per held-out answer (and per printed sample)
   # built-in world: share of multi-step training demonstrations that stop after the first step and answer
   # its result, a systematic demonstrator error for RL to correct (experiments/grpo_builtin.py); 0 = none
   s.first_step_only = 0.0
@@ -44,12 +43,12 @@ def get_config(arg: str | None = None):
   c.optim.update(lr=1e-3, warmup_steps=20)
   c.eval.every = 100
   c.checkpoint.every = 100
-  c.sample.max_new_tokens = 64
   if arg == "tiny":  # sizes match configs/pretrain.py:tiny, whose workdir is the usual init_from
     c.steps = 10
     base.use_tiny_model(c)
     c.data.update(batch_size=8, seq_len=128, train_examples=400, eval_examples=24)
-    c.sft.update(eval_examples=8, eval_batch_size=8, max_new_tokens=32)
+    c.sft.update(eval_examples=8, eval_batch_size=8)
+    c.sampling.max_new_tokens = 32
     c.eval.update(every=10, batches=2)
     c.checkpoint.every = 10
     c.log.every = 5

@@ -26,8 +26,9 @@ def get_config(arg: str | None = None):
   c = sft.get_config(arg)
   c.unlock()
   c.data.update(name=WAIMAI_10K, eval_fraction=0.1, seq_len=128, batch_size=32)
-  c.sft.update(instruction="判断这条评论是好评还是差评，好评输出1，差评输出0", max_new_tokens=4,
-               eval_examples=1200, eval_batch_size=100)
+  c.sft.update(instruction="判断这条评论是好评还是差评，好评输出1，差评输出0", eval_examples=1200,
+               eval_batch_size=100)
+  c.sampling.max_new_tokens = 4  # the label
   c.model.update(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=384, max_seq_len=128)
   c.steps = 300
   c.optim.update(lr=2e-3, warmup_steps=30)

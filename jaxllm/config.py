@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxllm import losses, sharding
+from jaxllm import losses, sampling, sharding
 from jaxllm.errors import ConfigError, require
 
 TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline")  # stages that train no objective
@@ -124,10 +124,21 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
   require(c.log.every > 0, "log.every", f"must be > 0, got {c.log.every}")
   require(c.eval.every > 0, "eval.every", f"must be > 0, got {c.eval.every}")
   require(c.optim.lr >= 0, "optim.lr", f"must be >= 0, got {c.optim.lr}")
+  _sampling(c)
   if objective is not None and objective.validate is not None:
     objective.validate(c)
   if c.stage in _TOOL_CHECKS:
     _TOOL_CHECKS[c.stage](c)
+
+
+def _sampling(c: ml_collections.ConfigDict) -> None:
+  s = c.sampling
+  require(0 < s.max_new_tokens < c.model.max_seq_len, "sampling.max_new_tokens",
+          f"must be in [1, model.max_seq_len={c.model.max_seq_len}), got {s.max_new_tokens}")
+  try:
+    sampling.params_from(s)
+  except ValueError as e:
+    raise ConfigError(f"config.sampling.{e}") from None
 
 
 def _mesh(c: ml_collections.ConfigDict, n_devices: int) -> None:

@@ -1,9 +1,16 @@
 """Decoder-only transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional qk-norm / qkv bias /
 tied embeddings, an optional static-shape KV cache, and optional LoRA adapters passed in as a pytree.
 
-Shape legend (suffixes of array names): B batch, L query length, S key length (cache length when decoding),
-D d_model, H query heads, K kv heads, G = H // K query heads per kv head, Dh head dim, F mlp hidden, V vocab,
-R LoRA rank.
+Shape legend: the suffixes of array names in model, loss, sampler and rollout code (jaxllm/, jaxllm/losses/).
+  B batch rows           L length (query positions)            S key length (the cache's, when decoding)
+  D d_model              H query heads                         K kv heads
+  k head dim (Dh in prose and comments)                        M = G * L query rows of one kv head
+  F mlp hidden           V vocabulary                          C one vocabulary slice's columns
+  T tokens of a flattened [B * L]                              2 a pair row's two sides (chosen, rejected;
+  1 a broadcast axis of size 1                                   KTO: the answer, its KL sample)
+  G query heads per kv head (H // K) in attention; in GRPO (rl.py, losses/grpo.py) a group's samples
+  R LoRA rank in model.py; in rl.py the rollout's samples (P * G)
+  P prompts (rl.py) or padded prompt length (sampling.py)      N new tokens (sampling.py)
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`, `mlp`), which
 `sharding.py` maps onto mesh axes; the model never mentions a mesh. Params are f32 by default; matmuls run in

@@ -14,7 +14,7 @@ GRPO (prompts ~52 tokens, completions ~14, G = 8) 16 x 256 instead of 128 x 96 t
 trimming).
 Every sample's log-probs are exactly those of its own row (`losses.grpo.sample_logprobs` reads them through
 `side_index`). Shapes (P prompts, G group size, R = P*G samples prompt-major,
-L = data.seq_len = rl.max_prompt_len + rl.max_new_tokens):
+L = data.seq_len = rl.max_prompt_len + sampling.max_new_tokens):
 
   tokens, targets, positions,              [P, S] int32   P[:-1] | P[-1] c_1 | ... | P[-1] c_G | padding;
   segment_ids, prefix_ids                                 segments 1 | 2 | ... | G+1 | 0, prefix 1 (0 on
@@ -40,7 +40,7 @@ sampler runs a KV-cached decode, a different XLA program from the training forwa
 in the last bits (more under bfloat16). The first optimizer step on a rollout should see a ratio of exactly 1;
 with the sampler's numbers it sees noise that the clip then mistakes for policy change. The loss logs the mean
 |sampler - training log-prob| as `sampler_logp_gap`, so a broken cache or mask shows up. The sampler's
-log-probs are at temperature 1 and so is pi: with rl.temperature != 1 the samples come from a tempered policy
+log-probs are at temperature 1 and so is pi: with sampling.temperature != 1 the samples come from a tempered policy
 that the objective treats as pi.
 """
 from __future__ import annotations
@@ -195,8 +195,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   g = rl.group_size
   rows = [p for p in prompts for _ in range(g)]  # prompt-major: rows [i*G, (i+1)*G) are prompt i's group
   stops = chat_template.stop_ids(tok)
-  params = sampling.SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                   top_k=rl.top_k, top_p=rl.top_p, stop_ids=stops, vocab_limit=tok.n_vocab)
+  params = sampling.params_from(env.config.sampling, stop_ids=stops, vocab_limit=tok.n_vocab)
   weights, lora = policy_weights(state.params, state.frozen)
   gen = sampling.generate(env.model, weights, [list(p.ids) for p in prompts], params, rng, lora=lora,
                           pad_id=tok.pad_id, samples_per_prompt=g)
@@ -214,7 +213,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
 
   if rl.group_rows:
     ids = [p.ids for p in prompts]
-    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, rl.max_new_tokens, g))
+    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, params.max_new_tokens, g))
     batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
   else:
     batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))

@@ -16,6 +16,7 @@ import ml_collections
 
 from jaxllm import hf, sharding
 from jaxllm.config import validate
+from jaxllm.data.corpus import train_tokenizer
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
 from jaxllm.model import ARCHITECTURE_KEYS, ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
@@ -119,15 +120,13 @@ def check_resumable(config: ml_collections.ConfigDict) -> None:
 
 
 def resolve_tokenizer(config: ml_collections.ConfigDict, init_workdir: str | None) -> Tokenizer:
-  from jaxllm.stages import tokenizer as tokenizer_stage  # the built-in world's tokenizer builder
-
   if config.tokenizer.path:
     return Tokenizer.load(config.tokenizer.path)
   if init_workdir is not None and hf.is_hf_folder(init_workdir):
     return hf.load_tokenizer(init_workdir)
   if init_workdir is not None:
     return Tokenizer.load(os.path.join(init_workdir, "tokenizer"))
-  return tokenizer_stage.build(config)
+  return train_tokenizer(config)
 
 
 def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,

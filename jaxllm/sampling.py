@@ -68,6 +68,12 @@ class SamplingParams:
       raise ValueError(f"vocab_limit must be an int >= 0, got {self.vocab_limit!r}")
 
 
+def params_from(section, stop_ids: tuple[int, ...] = (), vocab_limit: int = 0, **changes) -> SamplingParams:
+  """SamplingParams from a config's `sampling` section (its `system` is the caller's), with `changes` on top."""
+  fields = {k: section[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+  return SamplingParams(**{**fields, **changes}, stop_ids=stop_ids, vocab_limit=vocab_limit)
+
+
 @dataclasses.dataclass
 class Generation:
   """One batch of completions as host numpy arrays; N = max_new_tokens."""

@@ -36,11 +36,11 @@ def shared_data() -> pathlib.Path:
 def tokenizer_dir(tmp_path_factory) -> str:
   """A small tokenizer trained once on the built-in task world, shared by the tests that train models."""
   from configs import pretrain
-  from jaxllm.stages import tokenizer as tokenizer_stage
+  from jaxllm.data.corpus import train_tokenizer
 
   config = pretrain.get_config("tiny")
   path = str(tmp_path_factory.mktemp("tokenizer"))
-  tokenizer_stage.build(config).save(path)
+  train_tokenizer(config).save(path)
   return path
 
 

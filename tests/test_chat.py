@@ -16,7 +16,7 @@ import pytest
 from configs import base
 from configs import chat as chat_config
 from conftest import REPO
-from jaxllm import sampling
+from jaxllm import sampling, stages
 from jaxllm.checkpoint import Checkpointer
 from jaxllm.config import ConfigError
 from jaxllm.model import ModelConfig, Transformer
@@ -51,10 +51,11 @@ def workdir(tmp_path_factory) -> str:
   return path
 
 
-def _config(workdir: str, **chat_overrides) -> ml_collections.ConfigDict:
+def _config(workdir: str, prompt: str = "", **sampling_overrides) -> ml_collections.ConfigDict:
   config = chat_config.get_config()
   config.init_from = workdir
-  config.chat.update(temperature=0.0, max_new_tokens=MAX_NEW, **chat_overrides)
+  config.chat.prompt = prompt
+  config.sampling.update(temperature=0.0, max_new_tokens=MAX_NEW, **sampling_overrides)
   return config
 
 
@@ -125,16 +126,16 @@ def test_long_conversations_drop_the_oldest_turns_and_keep_the_system_prompt(wor
 
 def test_config_errors_name_the_key(workdir):
   with pytest.raises(ConfigError, match="config.init_from"):
-    chat.run(_config(""))
-  with pytest.raises(ConfigError, match="config.chat: top_p"):
-    chat.run(_config(workdir, top_p=0.0, prompt="hi"))
+    stages.run(_config(""))
+  with pytest.raises(ConfigError, match=r"config.sampling.top_p must be in \(0, 1\]"):
+    stages.run(_config(workdir, top_p=0.0, prompt="hi"))
 
 
 @pytest.mark.slow
 def test_echo_into_run_py(workdir):
   proc = subprocess.run(
       [sys.executable, "run.py", "--config=configs/chat.py", f"--config.init_from={workdir}",
-       "--config.chat.max_new_tokens=6", "--config.chat.temperature=0.0"],
+       "--config.sampling.max_new_tokens=6", "--config.sampling.temperature=0.0"],
       input="hi\n", capture_output=True, text=True, cwd=REPO, timeout=120,
       env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -143,9 +143,9 @@ def _weights(seed=0):
 
 
 def _cfg(**rl_overrides):
-  r = dict(clip_eps=0.2, clip_eps_high=0.0, kl_beta=0.0, loss_agg="seq_mean", max_new_tokens=8)
+  r = dict(clip_eps=0.2, clip_eps_high=0.0, kl_beta=0.0, loss_agg="seq_mean")
   r.update(rl_overrides)
-  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "rl": r})
+  return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "rl": r, "sampling": {"max_new_tokens": 8}})
 
 
 def _batch(weights, advantages=(1.0, -0.5, 2.0, 0.0), old_shift=0.0, ref=None):
@@ -320,17 +320,17 @@ def test_config_follows_rl_keys_and_refuses_steps_that_split_a_rollout(tmp_path,
 
 def test_gsm8k_prompts_carry_the_format_instruction(shared_data):
   import importlib
-  from jaxllm.stages import grpo
+  from jaxllm.data.prompts import load_prompts
 
   config = importlib.import_module("configs.grpo_gsm8k").get_config("tiny")
   config.unlock()  # the config reads hf:openai/gsm8k (network); the same splits offline:
   config.data.update(name="gsm8k_train", dataset_info=str(shared_data / "dataset_info.json"), eval_split="")
   config.rl.eval_data = "gsm8k_test"
-  train_records, held, source = grpo.load_prompts(config)
+  train_records, held, source = load_prompts(config)
   assert len(train_records) == 64 and len(held) == 4 and "train.jsonl" in source
   first = train_records[0]
-  assert first["messages"][0] == {"role": "system", "content": config.rl.system_prompt}
-  assert "#### <number>" in config.rl.system_prompt
+  assert first["messages"][0] == {"role": "system", "content": config.sampling.system}
+  assert "#### <number>" in config.sampling.system
   assert first["messages"][1]["content"].startswith("Natalia sold clips") and first["answer"] == "72"
 
 

@@ -50,7 +50,7 @@ def preference_rows(env):
 def rollout_rows(env):
   """Plain rows as a rollout gives them: prompt then completion, the completion's tokens in loss_mask."""
   c, rng = env.config, np.random.default_rng(0)
-  b, l, new = c.data.batch_size, c.data.seq_len, c.rl.max_new_tokens
+  b, l, new = c.data.batch_size, c.data.seq_len, c.sampling.max_new_tokens
   tokens = rng.integers(3, env.tokenizer.n_vocab, (b, l)).astype(np.int32)
   mask = np.zeros((b, l), np.float32)
   mask[:, l - new - 1:l - 1] = 1.0

@@ -23,7 +23,7 @@ def test_grpo_is_bitwise_reproducible_and_seed_sensitive(tmp_path, tokenizer_dir
   pretrain.run(tiny_config("pretrain", tmp_path / "pt", tokenizer_dir, steps=4, **{"sample.num": 0}))
   for name, seed in (("a", 0), ("b", 0), ("c", 1)):
     config = tiny_config("grpo", tmp_path / name, tokenizer_dir, seed=seed, steps=2,
-                         **{"init_from": str(tmp_path / "pt"), "sample.num": 0, "rl.temperature": 1.0})
+                         **{"init_from": str(tmp_path / "pt"), "sample.num": 0, "sampling.temperature": 1.0})
     config.tokenizer.path = ""
     grpo.run(config)
   a, b, c = (_values(tmp_path / n) for n in "abc")

@@ -14,6 +14,7 @@ from jaxllm.data import sft as sft_data
 from jaxllm.data import sources, synthetic
 from jaxllm.metrics import read_metrics
 from jaxllm.model import ModelConfig, Transformer
+from jaxllm.data import chats as chats_data
 from jaxllm.stages import sft as sft_stage
 from jaxllm.tokenizer import Tokenizer
 
@@ -234,7 +235,7 @@ def test_every_chat_and_classification_dataset_renders_into_batches(tok, shared_
     result = sources.load(name, info, kind, limit=64)
     records = result.records
     if kind == "classification":
-      records = [sft_stage.classification_chat(r, "Label it.") for r in records]
+      records = [chats_data.classification_chat(r, "Label it.") for r in records]
     examples, stats = sft_data.encode(tok, records, seq_len=128, source=name)
     assert stats.examples + stats.dropped == len(records), name
     assert examples, f"{name}: every example was dropped"
@@ -257,12 +258,12 @@ def test_classification_split_is_seeded_and_disjoint(tmp_path, tokenizer_dir, sh
   config = tiny_config("sft", tmp_path, tokenizer_dir, **{
       "data.name": "waimai_10k", "data.dataset_info": str(shared_data / "dataset_info.json"),
       "data.eval_fraction": 0.1, "data.max_examples": 200, "sft.instruction": "Label:"})
-  chats = sft_stage.load_chats(config)
+  chats = chats_data.load_chats(config)
   assert chats.kind == "classification" and len(chats.eval) == 20 and len(chats.train) == 180
   user = chats.train[0]["messages"][0]["content"]
   assert user.startswith("Label:\n") and chats.train[0]["messages"][1]["content"] in ("0", "1")
   assert not {c["messages"][0]["content"] for c in chats.eval} & {c["messages"][0]["content"] for c in chats.train}
-  assert sft_stage.load_chats(config).eval == chats.eval
+  assert chats_data.load_chats(config).eval == chats.eval
 
 
 def test_a_file_is_read_with_sft_formatting(tmp_path, tokenizer_dir):
@@ -270,17 +271,17 @@ def test_a_file_is_read_with_sft_formatting(tmp_path, tokenizer_dir):
   rows = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(10)]
   path.write_text("\n".join(json.dumps(r) for r in rows))
   config = tiny_config("sft", tmp_path, tokenizer_dir, **{"data.name": str(path), "data.eval_fraction": 0.2})
-  chats = sft_stage.load_chats(config)
+  chats = chats_data.load_chats(config)
   assert len(chats.train) == 8 and len(chats.eval) == 2 and chats.kind == ""  # free text: held-out loss only
   assert chats.train[0]["messages"][-1]["role"] == "assistant"
   path.write_text(json.dumps({"instruction": "x"}) + "\n" + json.dumps({"instruction": "y", "output": "z"}))
   with pytest.raises(sources.DataError, match=r"mine\.jsonl.*(row|line) 1"):
-    sft_stage.load_chats(config)
+    chats_data.load_chats(config)
 
 
 def test_first_step_only_flaws_training_demonstrations_and_never_held_out_references(tmp_path, tokenizer_dir):
   config = tiny_config("sft", tmp_path, tokenizer_dir, **{"sft.first_step_only": 1.0})
-  chats = sft_stage.load_chats(config)
+  chats = chats_data.load_chats(config)
   problems = synthetic.problems(config.seed, "train", config.data.train_examples)
   multi = [p for p in problems if len(p.steps) > 1]
   assert multi and all(c["messages"][-1]["content"] == f"{p.steps[0]}\n#### {p.steps[0].rsplit(' = ', 1)[1]}"
@@ -308,7 +309,7 @@ def test_tiny_sft_run_from_a_pretrain_workdir(tmp_path, tokenizer_dir, initial_p
 
 
 @pytest.mark.parametrize("key, value", [("sft.train_on", "history"), ("sft.eval_kind", "bleu"),
-                                        ("sft.max_new_tokens", 500), ("sft.formatting", "xml"),
+                                        ("sampling.max_new_tokens", 500), ("sft.formatting", "xml"),
                                         ("sft.first_step_only", 1.5)])
 def test_bad_sft_keys_are_named(key, value):
   from jaxllm.config import ConfigError, validate

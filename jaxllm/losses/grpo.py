@@ -10,7 +10,7 @@ Per completion token t of row b (mask m = loss_mask, A_b the row's group-relativ
 aggregated (rl.loss_agg) as
   seq_mean    mean over rows of (sum_t m l / sum_t m): every completion weighs the same (GRPO)
   token_mean  sum m l / sum m over the batch: every token weighs the same (DAPO)
-  constant    sum m l / (B * max_new_tokens): no length normalisation at all (Dr. GRPO)
+  constant    sum m l / (B * sampling.max_new_tokens): no length normalisation at all (Dr. GRPO)
 Rows whose mask is all zero (padding rows, dropped zero-signal groups) count in none of the means, except
 `constant`'s fixed B.
 
@@ -82,7 +82,7 @@ def grpo_loss(params, frozen, batch, rng, *, model, cfg):
   ref_diff_BL = jnp.where(live_BL, batch["ref_logprobs"] - logp_BL, 0.0)
   kl_BL = jnp.exp(ref_diff_BL) - ref_diff_BL - 1.0
   per_token_BL = pg_BL + rl.kl_beta * kl_BL
-  loss, denominator = aggregate(per_token_BL, mask_BL, rl.loss_agg, rl.max_new_tokens)
+  loss, denominator = aggregate(per_token_BL, mask_BL, rl.loss_agg, cfg.sampling.max_new_tokens)
 
   # The clipped branch is the one min() picked where it is flat: the gradient of those tokens is zero.
   was_clipped_BL = (ratio_BL * adv_B1 > clipped_BL * adv_B1).astype(jnp.float32)
@@ -90,7 +90,7 @@ def grpo_loss(params, frozen, batch, rng, *, model, cfg):
   big = jnp.finfo(jnp.float32).max
   metrics = {
       "kl": kl,
-      "pg_loss": aggregate(pg_BL, mask_BL, rl.loss_agg, rl.max_new_tokens)[0],
+      "pg_loss": aggregate(pg_BL, mask_BL, rl.loss_agg, cfg.sampling.max_new_tokens)[0],
       "clip_frac": masked_mean(was_clipped_BL, mask_BL)[0],
       "entropy": masked_mean(-logp_BL, mask_BL)[0],  # estimate: -log pi of the sampled tokens
       "ratio_mean": masked_mean(ratio_BL, mask_BL)[0],
@@ -119,17 +119,18 @@ def validate(config) -> None:
           f"{config.data.batch_size} != rl.prompts_per_step * rl.group_size / rl.minibatches = "
           f"{rows // max(r.minibatches, 1)} (the rows of one optimizer step; leave data.batch_size unset in "
           f"grpo configs and it follows the rl.* keys)")
-  require(r.max_prompt_len >= 1 and r.max_new_tokens >= 1, "rl.max_prompt_len",
-          "rl.max_prompt_len and rl.max_new_tokens must be >= 1")
-  require(config.data.seq_len >= r.max_prompt_len + r.max_new_tokens, "data.seq_len",
-          f"{config.data.seq_len} < rl.max_prompt_len + rl.max_new_tokens = {r.max_prompt_len + r.max_new_tokens}")
+  new = config.sampling.max_new_tokens
+  require(r.max_prompt_len >= 1, "rl.max_prompt_len", f"must be >= 1, got {r.max_prompt_len}")
+  require(config.data.seq_len >= r.max_prompt_len + new, "data.seq_len",
+          f"{config.data.seq_len} < rl.max_prompt_len + sampling.max_new_tokens = {r.max_prompt_len + new}")
   require(config.steps % steps_per_rollout == 0, "steps",
           f"{config.steps} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} (optimizer "
           f"steps per rollout), so the run would end inside a rollout")
   require(config.checkpoint.every % steps_per_rollout == 0, "checkpoint.every",
           f"{config.checkpoint.every} is not a multiple of rl.ppo_epochs * rl.minibatches = {steps_per_rollout} "
           f"(optimizer steps per rollout): checkpoints must fall on rollout boundaries for an exact resume")
-  require(r.temperature > 0, "rl.temperature", f"must be > 0 (greedy groups carry no signal), got {r.temperature}")
+  require(config.sampling.temperature > 0, "sampling.temperature",
+          f"must be > 0 for rollouts (greedy groups carry no signal), got {config.sampling.temperature}")
   require(0 < r.clip_eps < 1, "rl.clip_eps", f"must be in (0, 1), got {r.clip_eps}")
   require(r.clip_eps_high >= 0, "rl.clip_eps_high", f"must be >= 0 (0 = rl.clip_eps), got {r.clip_eps_high}")
   require(r.kl_beta >= 0, "rl.kl_beta", f"must be >= 0, got {r.kl_beta}")

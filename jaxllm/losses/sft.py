@@ -23,8 +23,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   require(s.eval_examples >= 0, "sft.eval_examples", f"must be >= 0, got {s.eval_examples}")
   require(0.0 <= s.first_step_only <= 1.0, "sft.first_step_only", f"must be in [0, 1], got {s.first_step_only}")
   require(s.eval_batch_size > 0, "sft.eval_batch_size", f"must be > 0, got {s.eval_batch_size}")
-  require(0 < s.max_new_tokens < config.model.max_seq_len, "sft.max_new_tokens",
-          f"must be in [1, model.max_seq_len={config.model.max_seq_len}), got {s.max_new_tokens}")
 
 
 OBJECTIVE = Objective(name="sft", loss=lm_loss, feed="sft", section="sft", validate=validate)

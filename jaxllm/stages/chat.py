@@ -56,15 +56,6 @@ def load(config: ml_collections.ConfigDict) -> tuple[Transformer, dict, Tokenize
   return Transformer(model_cfg), pretrained.weights, tokenizer
 
 
-def sampling_params(chat: ml_collections.ConfigDict, max_new_tokens: int, stops: tuple[int, ...],
-                    vocab_limit: int):
-  try:
-    return sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=chat.temperature, top_k=chat.top_k,
-                                   top_p=chat.top_p, stop_ids=stops, vocab_limit=vocab_limit)
-  except ValueError as e:
-    raise ConfigError(f"config.chat: {e}") from None
-
-
 class Streamer:
   """`on_token` callback printing row 0's reply as it arrives; holds back a cut-off multi-byte character."""
 
@@ -99,14 +90,14 @@ class Chat:
     self.model, self.weights, self.tokenizer = load(config)
     self.stops = chat_template.stop_ids(self.tokenizer)
     self.streamer = Streamer(self.tokenizer, self.stops, out)
-    self.params = sampling_params(config.chat, config.chat.max_new_tokens, self.stops, self.tokenizer.n_vocab)
+    self.params = sampling.params_from(config.sampling, self.stops, self.tokenizer.n_vocab)
     self.rng = jax.random.PRNGKey(config.seed)
     self.turns = self.new_tokens = 0
     self.seconds = 0.0
     self.reset()
 
   def reset(self) -> None:
-    system = self.config.chat.system
+    system = self.config.sampling.system
     self.messages = [{"role": "system", "content": system}] if system else []
 
   def _fit(self, messages: list[dict]) -> tuple[list[dict], list[int], sampling.SamplingParams]:

@@ -52,7 +52,7 @@ def _answer_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], 
     items = synthetic.rl_prompts(config.seed, "eval", n)
     return [it["messages"] for it in items], [it["answer"] for it in items]
   result = sources.load_config(config.data, "gsm8k", limit=n)
-  system = {"role": "system", "content": config.eval.system or synthetic.SYSTEM_PROMPT}
+  system = {"role": "system", "content": config.sampling.system or synthetic.SYSTEM_PROMPT}
   return ([[system, {"role": "user", "content": r["question"]}] for r in result.records],
           [r["answer"] for r in result.records])
 
@@ -69,7 +69,7 @@ def generation(env: runtime.Env, kind: str) -> dict:
   c = env.config
   conversations, refs = (_answer_items(c) if kind == "answer" else _classification_items(c))
   metrics = evals.generation_metrics(env, env.pretrained.weights, None, conversations, refs, kind,
-                                     max_new_tokens=c.eval.max_new_tokens, batch_size=c.eval.batch_size)
+                                     max_new_tokens=c.sampling.max_new_tokens, batch_size=c.eval.batch_size)
   return {**metrics, "examples": len(refs)}
 
 

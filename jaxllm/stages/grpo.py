@@ -31,36 +31,8 @@ import ml_collections
 
 from jaxllm import evals, rewards, rl, runtime, sharding, train
 from jaxllm.config import ConfigError
-from jaxllm.data import sources, synthetic, text
+from jaxllm.data.prompts import load_prompts
 from jaxllm.state import TrainState, policy_weights
-
-
-def _gsm8k_chats(records: list[dict], system_prompt: str) -> list[dict]:
-  system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-  return [{"messages": system + [{"role": "user", "content": r["question"]}], "answer": r["answer"]}
-          for r in records]
-
-
-def load_prompts(config: ml_collections.ConfigDict) -> tuple[list[dict], list[dict], str]:
-  """(training records, held-out records, source): {"messages": prompt turns, "answer": str} each."""
-  data, r = config.data, config.rl
-  if not data.name:
-    return (synthetic.rl_prompts(config.seed, "train", data.train_examples),
-            synthetic.rl_prompts(config.seed, "eval", r.eval_prompts), "built-in world")
-  limit = data.max_examples or None
-  train_rows = sources.load_config(data, "gsm8k", limit=limit)
-  records = train_rows.records
-  if r.eval_data:
-    if not data.dataset_info:
-      raise ConfigError("config.rl.eval_data: names a dataset of data.dataset_info; without one, set "
-                        "data.eval_split (e.g. 'test') or leave both empty to hold out data.eval_fraction")
-    held = sources.load(r.eval_data, data.dataset_info, "gsm8k", on_bad=data.on_bad_row).records
-  elif data.eval_split:
-    held = sources.load_config(data, "gsm8k", limit=r.eval_prompts, split=data.eval_split).records
-  else:
-    records, held = text.split_documents(records, data.eval_fraction, config.seed)
-  return (_gsm8k_chats(records, r.system_prompt), _gsm8k_chats(held[:r.eval_prompts], r.system_prompt),
-          train_rows.source)
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
@@ -90,7 +62,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     t0 = time.perf_counter()
     weights, lora = policy_weights(state.params, state.frozen)
     out = evals.generation_metrics(env, weights, lora, eval_prompts, eval_refs, "answer",
-                                   max_new_tokens=r.max_new_tokens, batch_size=r.eval_batch_size)
+                                   max_new_tokens=c.sampling.max_new_tokens, batch_size=r.eval_batch_size)
     source_batches.eval_sec += time.perf_counter() - t0
     return out
 
@@ -99,7 +71,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     if n <= 0 or not env.is_main:
       return {}
     weights, lora = policy_weights(state.params, state.frozen)
-    texts = evals.generate_answers(env, weights, lora, eval_prompts[:n], max_new_tokens=r.max_new_tokens,
+    texts = evals.generate_answers(env, weights, lora, eval_prompts[:n], max_new_tokens=c.sampling.max_new_tokens,
                                    batch_size=n)
     for prompt, ref, got in zip(eval_prompts, eval_refs, texts):
       print(f"--- sample\n[user] {prompt[-1]['content']}\n[reference] {ref}\n[model] {got}", flush=True)

@@ -43,8 +43,8 @@ def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str])
   prompts = [s.prompt] if s.prompt else prompts[:s.num]
   ids = [[env.tokenizer.eot_id] + env.tokenizer.encode(p) for p in prompts]
   weights, lora = policy_weights(state.params, state.frozen)
-  params = sampling.SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                   stop_ids=(env.tokenizer.eot_id,), vocab_limit=env.tokenizer.n_vocab)
+  params = sampling.params_from(env.config.sampling, stop_ids=(env.tokenizer.eot_id,),
+                                vocab_limit=env.tokenizer.n_vocab)
   out = sampling.generate(env.model, weights, ids, params, jax.random.PRNGKey(env.config.seed), lora=lora)
   for prompt, row, n in zip(prompts, out.tokens, out.lengths):
     print(f"--- sample\n{prompt}{env.tokenizer.decode(row[:n].tolist())}", flush=True)
