@@ -93,12 +93,12 @@ def main() -> None:
   parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "stream_memory.json"))
   args = parser.parse_args()
   from configs import pretrain as pretrain_config  # pylint: disable=g-import-not-at-top
-  from jaxllm.stages import tokenizer as tokenizer_stage  # pylint: disable=g-import-not-at-top
+  from jaxllm.data.corpus import train_tokenizer  # pylint: disable=g-import-not-at-top
 
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     tok = os.path.join(tmp, "tokenizer")
-    tokenizer_stage.build(pretrain_config.get_config("tiny")).save(tok)
+    train_tokenizer(pretrain_config.get_config("tiny")).save(tok)
     for size_mb in [int(s) for s in args.sizes_mb.split(",")]:
       folder = os.path.join(tmp, f"corpus_{size_mb}mb")
       os.makedirs(folder)

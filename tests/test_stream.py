@@ -98,10 +98,10 @@ def test_two_processes_read_disjoint_shards(corpus, tokenizer_dir):
 
 def test_tokenizer_reads_only_the_start_of_a_streamed_corpus(corpus):
   from configs import tokenizer as tokenizer_config
-  from jaxllm.stages import tokenizer as tokenizer_stage
+  from jaxllm.data.corpus import corpus as tokenizer_corpus
 
   config = tokenizer_config.get_config()
   config.data.update(name=str(corpus / "*.jsonl"), streaming=True)
   config.tokenizer.max_chars = 300
-  docs = tokenizer_stage.corpus(config)
+  docs = tokenizer_corpus(config)
   assert docs[0].startswith("document 0 ") and sum(map(len, docs)) == 300 and len(docs) < 20
