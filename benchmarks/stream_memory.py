@@ -43,7 +43,7 @@ c.update_from_flattened_dict({{"workdir": {workdir!r}, "tokenizer.path": {tok!r}
     "checkpoint.every": 10**6, "sample.num": 0, "log.tensorboard": False, "log.every": {steps}}})
 c.lock()
 env = runtime.prepare(c)
-batches, _ = pretrain.streamed_batches(env)
+batches, _, _ = pretrain.streamed_batches(env)
 batches.next()  # the first batch opens the stream
 start, n = time.perf_counter(), {pipeline_batches}
 for _ in range(n):

@@ -55,7 +55,7 @@ from jaxllm.data import sources, stream
 from jaxllm.tokenizer import Tokenizer
 tok = Tokenizer.load({tok!r})
 data = ml_collections.ConfigDict(dict(name={name!r}, dataset_info="", subset="", split="train", on_bad_row="fail"))
-open_stream, text_of, _ = sources.text_stream(data)
+open_stream, text_of, _, _ = sources.text_stream(data)
 batches = stream.StreamedLMBatches(open_stream, text_of, tok.encoding.encode_ordinary, tok.eot_id, 32,
                                    8 // jax.process_count(), jax.process_index(), jax.process_count(), 4)
 rows = [batches.next()["tokens"].reshape(-1) for _ in range({batches})]
@@ -105,3 +105,21 @@ def test_tokenizer_reads_only_the_start_of_a_streamed_corpus(corpus):
   config.tokenizer.max_chars = 300
   docs = tokenizer_corpus(config)
   assert docs[0].startswith("document 0 ") and sum(map(len, docs)) == 300 and len(docs) < 20
+
+
+def test_a_bad_streamed_row_is_named_or_skipped_and_counted(tmp_path):
+  import ml_collections
+  from jaxllm.data import sources
+
+  path = tmp_path / "c.jsonl"
+  path.write_text('{"text": "fine"}\n{"text": 5}\n{"text": ""}\n')
+  data = ml_collections.ConfigDict(dict(name=str(path), dataset_info="", subset="", split="train",
+                                        on_bad_row="fail"))
+  open_stream, text_of, _, _ = sources.text_stream(data)
+  rows = list(open_stream())
+  assert text_of(rows[0]) == "fine" and text_of(rows[2]) is None  # an empty document carries nothing
+  with pytest.raises(sources.DataError, match=r"c\.jsonl: streamed row \{'text': 5\}: column 'text' must be a str"):
+    text_of(rows[1])
+  data.on_bad_row = "skip"
+  _, text_of, _, skipped = sources.text_stream(data)
+  assert text_of(rows[1]) is None and skipped.skipped == 1

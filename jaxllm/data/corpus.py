@@ -22,7 +22,7 @@ def corpus(config: ml_collections.ConfigDict) -> list[str]:
     return _builtin(config)
   texts, budget = [], config.tokenizer.max_chars
   if config.data.streaming:  # a corpus larger than memory: read only the first max_chars characters of it
-    open_stream, text_of, _ = sources.text_stream(config.data)
+    open_stream, text_of, _, _ = sources.text_stream(config.data)
     rows = (text_of(row) for row in open_stream())
     docs = (t for t in rows if t)
   else:

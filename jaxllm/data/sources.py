@@ -58,9 +58,8 @@ from jaxllm.data.registry import FORMATTINGS, check_maps, load_registry, resolve
 
 # The loading API stages and tests use; the pieces live in files.py (reading), registry.py (dataset_info.json)
 # and formats.py (row parsing).
-__all__ = ["DataError", "DataNotFoundError", "FORMATTINGS", "KINDS", "LoadResult", "load", "load_config", "load_file",
-           "load_registry", "read_rows",
-           "resolve", "split_hh_transcript"]
+__all__ = ["DataError", "DataNotFoundError", "FORMATTINGS", "KINDS", "LoadResult", "Sink", "load", "load_config",
+           "load_file", "load_registry", "read_rows", "resolve", "split_hh_transcript", "text_stream"]
 
 KINDS = ("text", "chat", "preference", "gsm8k", "classification")
 # A kind, or a function of the (given or detected) formatting that picks it (SFT reads classification data as
@@ -192,10 +191,10 @@ def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | Non
 
 
 
-def text_stream(data: Any) -> tuple[Callable[[], Any], Callable[[dict], str | None], str]:
+def text_stream(data: Any) -> tuple[Callable[[], Any], Callable[[dict], str | None], str, Sink]:
   """(open: a fresh streamed datasets.IterableDataset of data.name, text_of: row -> its text or None for a
-  blank or (with on_bad_row=skip) bad row, source) for streamed pretraining; the format is the registry
-  entry's or told from the first row."""
+  blank or (with on_bad_row=skip) bad row, source, the Sink counting skipped rows) for streamed pretraining;
+  the format is the registry entry's or told from the first row."""
   entry = resolve(data.name, data.dataset_info) if data.dataset_info else None
   what = f"dataset {data.name!r}" if entry else data.name
   if entry is None:
@@ -231,4 +230,4 @@ def text_stream(data: Any) -> tuple[Callable[[], Any], Callable[[dict], str | No
       return None
     return text if text.strip() else None
 
-  return open_stream, text_of, what
+  return open_stream, text_of, what, sink

@@ -51,10 +51,10 @@ def print_samples(env: runtime.Env, state: train.TrainState, prompts: list[str])
   return {}
 
 
-def streamed_batches(env: runtime.Env) -> tuple[stream.StreamedLMBatches, list[str]]:
-  """(this process's training batches, held-out documents) of a streamed corpus."""
+def streamed_batches(env: runtime.Env) -> tuple[stream.StreamedLMBatches, list[str], sources.Sink]:
+  """(this process's training batches, held-out documents, the count of bad rows skipped) of a streamed corpus."""
   c = env.config
-  open_stream, text_of, source = sources.text_stream(c.data)
+  open_stream, text_of, source, skipped = sources.text_stream(c.data)
   eval_docs = stream.eval_documents(open_stream, text_of, c.data.eval_examples, env.process_count)
   if not eval_docs:
     raise sources.DataError(f"{source}: no held-out documents (data.eval_examples={c.data.eval_examples})")
@@ -63,16 +63,20 @@ def streamed_batches(env: runtime.Env) -> tuple[stream.StreamedLMBatches, list[s
                                      jax.process_index(), env.process_count, c.data.eval_examples)
   env.log(f"pretrain: streaming {source}, {len(eval_docs)} documents held out; process {jax.process_index()} of "
           f"{env.process_count} reads its own share")
-  return batches, eval_docs
+  return batches, eval_docs, skipped
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c = env.config
   eot = env.tokenizer.eot_id
+  host_metrics = None
   if c.data.streaming:
-    batches, eval_docs = streamed_batches(env)
+    batches, eval_docs, skipped = streamed_batches(env)
     train_flat, eval_flat = None, token_stream(env, eval_docs)
+
+    def host_metrics() -> dict[str, float]:  # bad rows met so far (data.on_bad_row=skip), logged with the loss
+      return {"data_skipped": skipped.skipped}
   else:
     train_docs, eval_docs = text.documents(c)
     train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
@@ -87,8 +91,10 @@ def run(config: ml_collections.ConfigDict) -> dict:
       loss=loss,
       batches=batches,
       evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
-      on_end=lambda state: print_samples(env, state, prompts))
+      on_end=lambda state: print_samples(env, state, prompts), host_metrics=host_metrics)
   summary = train.fit(env, task)
+  if c.data.streaming and skipped.skipped:
+    env.log(f"pretrain: skipped {skipped.skipped} bad rows (data.on_bad_row=skip), e.g. {skipped.reasons[:3]}")
   if train_flat is not None:
     summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
   return summary
