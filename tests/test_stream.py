@@ -60,7 +60,8 @@ batches = stream.StreamedLMBatches(open_stream, text_of, tok.encoding.encode_ord
                                    8 // jax.process_count(), jax.process_index(), jax.process_count(), 4)
 rows = [batches.next()["tokens"].reshape(-1) for _ in range({batches})]
 text = tok.decode(np.concatenate(rows).tolist())
-print(json.dumps({{"devices": jax.local_device_count(), "ids": [int(i) for i in re.findall(r"document (\\d+)", text)]}}))
+ids = [int(i) for i in re.findall(r"document (\\d+)", text)]
+print(json.dumps({{"devices": jax.local_device_count(), "ids": ids}}))
 """
 
 

@@ -6,7 +6,8 @@
 
 Data (`data.name`): '' = the built-in task world (its own held-out split); a dataset of `data.dataset_info`
 (alpaca / sharegpt / gsm8k as chat; classification records become chat turns "sft.instruction\\ntext" ->
-label); or a file, folder, glob, hub id or URL read as `sft.formatting` (auto = detected from its columns). Named data is split `data.eval_fraction` held out, by seed.
+label); or a file, folder, glob, hub id or URL read as `sft.formatting` (auto = detected from its columns).
+Named data is split `data.eval_fraction` held out, by seed (or `data.eval_split` is read as held-out).
 Evaluation: held-out loss/ppl, plus greedy-generation metrics from `jaxllm.evals` on `sft.eval_examples`
 held-out prompts (answer accuracy and format on the built-in world / gsm8k, label accuracy on classification).
 """
