@@ -132,10 +132,10 @@ def write_checkpoint(folder: str, hf_config: dict, seed: int = 0) -> int:
 
   rng = np.random.default_rng(seed)
   cfg = hf.model_config_from_hf(hf_config)
-  spec = hf._tensor_map(cfg, o_bias=False)
+  spec = hf.weights.tensor_map(cfg, o_bias=False)
   tensors = []
   for name, (path, layout) in spec.items():
-    shape = hf._hf_shape(cfg, path, layout)
+    shape = hf.weights.hf_shape(cfg, path, layout)
     tensors.append((name, shape, lambda shape=shape: rng.standard_normal(shape, np.float32) * 0.02))
   os.makedirs(folder, exist_ok=True)
   hf.write_safetensors(os.path.join(folder, "model.safetensors"), tensors, "bfloat16")

@@ -16,7 +16,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxllm import param_restore
+from jaxllm import hf, param_restore
+from jaxllm import lora as lora_lib
 from jaxllm.state import TrainState
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
@@ -62,7 +63,8 @@ class Checkpointer:
 
 @dataclasses.dataclass
 class Pretrained:
-  """Weights of a finished run (LoRA merged in) with the config and folder they came from."""
+  """Weights of a finished run (LoRA merged in), or of a Hugging Face folder (config holds only `model`), with
+  the config and folder they came from."""
   config: ml_collections.ConfigDict
   weights: dict
   workdir: str
@@ -91,11 +93,10 @@ def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") ->
   a Hugging Face model folder (read tensor by tensor in `dtype`). With `shardings` (a pytree shaped like the
   model's weights) every process reads only its devices' slices into them (param_restore.py); without, the
   weights land whole on this process's first device (single-process tools: chat, export, scoring)."""
-  from jaxllm import hf  # local: hf builds Pretrained objects from this module
-  from jaxllm import lora as lora_lib
-
   if hf.is_hf_folder(path):
-    return hf.pretrained(path, dtype=dtype, shardings=shardings)
+    cfg, weights = hf.load(path, dtype, shardings)
+    return Pretrained(config=ml_collections.ConfigDict({"model": cfg}), weights=weights,
+                      workdir=os.path.abspath(path), extras={})
   workdir, step = resolve_workdir(path)
   config = read_run_config(workdir)
   directory = os.path.join(workdir, "checkpoints")

@@ -252,9 +252,9 @@ def test_tokenizer_without_chatml_markers_fails_at_chat_time(tmp_path):
   with pytest.raises(ValueError, match="im_start"):
     chat_template.prompt_ids(ours, [{"role": "user", "content": "hi"}])
   config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-  assert hf._aliases(ours.encoding._special_tokens, config) == \
+  assert hf.vocab._aliases(ours.encoding._special_tokens, config) == \
       {"<|endoftext|>": "<|end_of_text|>", "<|pad|>": "<|end_of_text|>"}
-  assert hf._aliases({"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}, {"pad_token": "<|endoftext|>"}) == \
+  assert hf.vocab._aliases({"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}, {"pad_token": "<|endoftext|>"}) == \
       {"<|pad|>": "<|endoftext|>"}  # Qwen2
 
 

@@ -44,11 +44,10 @@ def load(config: ml_collections.ConfigDict) -> tuple[Transformer, dict, Tokenize
 
   if not config.init_from:
     raise ConfigError("config.init_from: is empty; pass the jaxllm workdir (or Hugging Face folder) to chat with")
+  pretrained = load_pretrained(config.init_from)
   if hf.is_hf_folder(config.init_from):
-    pretrained = hf.pretrained(config.init_from)
     tokenizer = hf.load_tokenizer(config.init_from)
   else:
-    pretrained = load_pretrained(config.init_from)
     tokenizer = Tokenizer.load(os.path.join(pretrained.workdir, "tokenizer"))
   if config.tokenizer.path:
     tokenizer = Tokenizer.load(config.tokenizer.path)

@@ -1,0 +1,122 @@
+"""Hugging Face checkpoints out: a jaxllm model (LoRA merged) written as a transformers folder: config.json,
+safetensors (sharded with an index above a size), the tokenizer files and generation_config.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxllm.hf.vocab import write_tokenizer
+from jaxllm.hf.weights import DTYPES, INDEX, get, hf_shape, tensor_map, to_hf
+from jaxllm.tokenizer import Tokenizer
+
+_SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def _architecture(cfg: dict) -> tuple[str, str]:
+  if cfg["qk_norm"]:
+    return "qwen3", "Qwen3ForCausalLM"  # attn_bias: q/k/v biases plus an all-zero o_proj bias
+  if cfg["attn_bias"]:
+    return "qwen2", "Qwen2ForCausalLM"
+  return "llama", "LlamaForCausalLM"
+
+
+def hf_config(cfg: dict, dtype: str = "float32") -> dict:
+  """jaxllm model.* keys -> a transformers config.json (llama, qwen2 or qwen3 by the features used)."""
+  model_type, arch = _architecture(cfg)
+  out = {
+      "architectures": [arch], "model_type": model_type, "vocab_size": cfg["vocab_size"],
+      "hidden_size": cfg["d_model"], "intermediate_size": cfg["mlp_dim"], "num_hidden_layers": cfg["n_layers"],
+      "num_attention_heads": cfg["n_heads"], "num_key_value_heads": cfg["n_kv_heads"],
+      "head_dim": cfg["head_dim"] or cfg["d_model"] // cfg["n_heads"], "hidden_act": "silu",
+      "max_position_embeddings": cfg["max_seq_len"], "rms_norm_eps": cfg["norm_eps"],
+      "rope_theta": cfg["rope_theta"], "tie_word_embeddings": cfg["tie_embeddings"], "torch_dtype": dtype,
+  }
+  if model_type != "qwen2":
+    out.update(attention_bias=cfg["attn_bias"], mlp_bias=False)
+  if cfg.get("rope_scaling"):
+    out["rope_scaling"] = {"rope_type": cfg["rope_scaling"], "factor": cfg["rope_factor"],
+                           "low_freq_factor": cfg["rope_low_freq_factor"],
+                           "high_freq_factor": cfg["rope_high_freq_factor"],
+                           "original_max_position_embeddings": cfg["rope_original_max_len"]}
+  return out
+
+
+def write_safetensors(file: str, tensors: list[tuple[str, tuple[int, ...], Any]], dtype: str) -> None:
+  """Stream tensors (name, HF shape, () -> numpy array) into one safetensors file, one tensor in memory."""
+  np_dtype = DTYPES[dtype]
+  header, offset = {}, 0
+  for name, shape, _ in tensors:
+    nbytes = math.prod(shape) * np_dtype.itemsize
+    header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                    "data_offsets": [offset, offset + nbytes]}
+    offset += nbytes
+  header["__metadata__"] = {"format": "pt"}
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+  with open(file, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    for _, shape, fetch in tensors:
+      x = np.ascontiguousarray(fetch().astype(np_dtype))
+      if x.shape != tuple(shape):
+        raise ValueError(f"{file}: tensor of shape {x.shape}, its header says {tuple(shape)}")
+      f.write(x.tobytes())
+
+
+def _split(items: list, nbytes, max_bytes: int) -> list[list]:
+  """Consecutive groups of at most max_bytes each (an item larger than that gets a group of its own)."""
+  groups, size = [[]], 0
+  for item in items:
+    if groups[-1] and size + nbytes(item) > max_bytes:
+      groups.append([])
+      size = 0
+    groups[-1].append(item)
+    size += nbytes(item)
+  return groups
+
+
+def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer, max_shard_bytes: int = 2**31,
+           dtype: str = "float32") -> list[str]:
+  """Write a transformers model folder: config.json, safetensors (sharded with an index above
+  max_shard_bytes), tokenizer.json / tokenizer_config.json (ChatML template), generation_config.json.
+  `weights` are merged base weights (load_pretrained merges LoRA). Returns the files written."""
+  cfg = dict(model_config)
+  cfg["head_dim"] = cfg.get("head_dim") or cfg["d_model"] // cfg["n_heads"]
+  model_type = _architecture(cfg)[0]
+  spec = tensor_map(cfg, o_bias=cfg["attn_bias"] and model_type != "qwen2")
+
+  def fetch(path, layout):
+    if layout == "zero":
+      return lambda: np.zeros((cfg["d_model"],), np.float32)
+    return lambda: to_hf(np.asarray(jax.device_get(get(weights, path))), layout)
+
+  tensors = [(name, hf_shape(cfg, path, layout), fetch(path, layout)) for name, (path, layout) in spec.items()]
+  os.makedirs(folder, exist_ok=True)
+  for stale in os.listdir(folder):  # a previous export's shards would shadow or mix with these
+    if stale.startswith("model") and stale.endswith((".safetensors", INDEX)):
+      os.remove(os.path.join(folder, stale))
+  itemsize = DTYPES[dtype].itemsize
+  shards = _split(tensors, lambda t: math.prod(t[1]) * itemsize, max_shard_bytes)
+  names = (["model.safetensors"] if len(shards) == 1 else
+           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+  for name, shard in zip(names, shards):
+    write_safetensors(os.path.join(folder, name), shard, dtype)
+  written = list(names)
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(math.prod(t[1]) * itemsize for t in tensors)},
+             "weight_map": {t[0]: name for name, shard in zip(names, shards) for t in shard}}
+    with open(os.path.join(folder, INDEX), "w") as f:
+      json.dump(index, f, indent=2)
+    written.append(INDEX)
+  special_ids = write_tokenizer(folder, tokenizer, cfg["max_seq_len"])
+  config = {**hf_config(cfg, dtype), **special_ids}
+  with open(os.path.join(folder, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  with open(os.path.join(folder, "generation_config.json"), "w") as f:
+    json.dump({**special_ids, "do_sample": False}, f, indent=2)
+  return written + ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
