@@ -39,13 +39,13 @@ def weights_checksums(weights) -> list[float]:
 def config_for(stage: str, workdir: str, init_from: str, tokenizer: str, mesh: str, dist: list[str]):
   data, fsdp, tensor = (int(n) for n in mesh.split("x"))
   overrides = {"init_from": init_from, "steps": STEPS, "log.every": 1, "checkpoint.every": STEPS,
-               "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor, "sample.num": 0,
-               "eval.batches": 1, "log.progress": False}
-  if stage == "sft":
-    overrides["sft.eval_examples"] = 0
-  if dist:
+               "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor, "eval.batches": 1,
+               "log.progress": False}
+  if dist:  # the tiny configs' held-out generation and samples stay on: across processes they are skipped
     overrides.update({"dist.coordinator": dist[0], "dist.num_processes": int(dist[1]),
                       "dist.process_id": int(dist[2])})
+  else:  # off on one process, where they would run (a sampler to compile; they do not change the losses)
+    overrides.update({"sample.num": 0, **({"sft.eval_examples": 0} if stage == "sft" else {})})
   return tiny_config(stage, workdir, tokenizer, **overrides)
 
 

@@ -26,6 +26,9 @@ def _print_samples(env: runtime.Env, state: TrainState, prompts, refs, tools) ->
   n = s.sample.num
   if n <= 0 or not prompts or not env.is_main:
     return {}
+  if env.process_count > 1:  # weights span processes; sampling here would need every process to join
+    env.log("samples are skipped in multi-process runs; sample from the workdir with configs/chat.py")
+    return {}
   weights, lora = policy_weights(state.params, state.frozen)
   texts = evals.generate_answers(env, weights, lora, prompts[:n], max_new_tokens=s.sampling.max_new_tokens,
                                  batch_size=n, tools=tools[:n])
@@ -57,6 +60,10 @@ def run(config: ml_collections.ConfigDict) -> dict:
           f"batches: {eval_stats.describe()}")
 
   gen = chats.eval[:s.eval_examples] if chats.kind else []
+  if gen and env.process_count > 1:  # the sampler runs on one process's arrays (as GRPO's rollouts do)
+    env.log("sft: held-out generation metrics are skipped in multi-process runs (held-out loss is kept); "
+            "evaluate the workdir with configs/eval.py on one process")
+    gen = []
   prompts, refs, tools = references(gen, chats.kind)
   loss = c.stage
 
