@@ -82,11 +82,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.log.every = 10  # steps between logged train metrics
   c.log.progress = True  # tqdm bar (only when stderr is a terminal and not under CI)
   c.log.tensorboard = True  # also write TensorBoard event files
+  c.log.wandb = False  # also log to Weights & Biases (optional; WANDB_MODE=offline keeps runs local)
+  c.log.wandb_project = ""  # W&B project ('' = wandb's default / WANDB_PROJECT)
+  c.log.wandb_entity = ""  # W&B team or user ('' = your default entity)
+  c.log.wandb_run_name = ""  # W&B run name ('' = the workdir's folder name)
+  c.log.wandb_tags = ""  # comma-separated W&B tags
+  c.log.wandb_group = ""  # W&B group ('' = none; sweeps set the sweep's name, the pipeline its workdir's)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 100  # steps between held-out evaluations (and always after the last step)
   c.eval.batches = 4  # held-out batches per loss evaluation
-  c.eval.task = ""  # stage eval: perplexity | accuracy | pair_accuracy
+  c.eval.task = ""  # stage eval: perplexity | accuracy | classification | pair_accuracy | lm_eval:<tasks>
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 3  # samples printed at the end of training

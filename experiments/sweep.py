@@ -11,6 +11,10 @@ A sweep file defines:
 Runs already finished (a result.json in their folder) are skipped, so re-running continues a sweep; a failing
 run is recorded as failed (its log kept) and the others go on. Writes sweep.csv (one row a run), sweep.md
 (mean ± std over seeds per setting) and one PNG per metric.
+
+With `--wandb` (or log.wandb=True in OVERRIDES) every run logs to Weights & Biases in the group named after the
+sweep, as "<setting> seed=<seed>", and sweep.md with its plots is logged as the group's report run; other
+log.wandb_* keys go in OVERRIDES (e.g. {"log.wandb_project": "jaxllm"}).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from jaxllm import report  # noqa: E402
+from configs import base  # noqa: E402
+from jaxllm import report, wandb_sink  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -63,8 +68,14 @@ def plan(sweep, out: str) -> list[Run]:
   return runs
 
 
+def wandb_on(sweep) -> bool:
+  return str(getattr(sweep, "OVERRIDES", {}).get("log.wandb", False)).lower() in ("true", "1")
+
+
 def command(sweep, run: Run) -> list[str]:
   overrides = {**getattr(sweep, "OVERRIDES", {}), **run.setting, "seed": run.seed, "workdir": run.workdir}
+  if wandb_on(sweep):
+    overrides.update({"log.wandb_group": sweep.__name__, "log.wandb_run_name": f"{run.label} seed={run.seed}"})
   return [sys.executable, os.path.join(REPO, "run.py"), f"--config={os.path.join(REPO, sweep.BASE)}"] + [
       f"--config.{k}={v}" for k, v in overrides.items()]
 
@@ -135,7 +146,18 @@ def summarise(sweep, runs: list[Run], out: str) -> str:
           + "\n".join(f"![{p}]({p})" for p in plots) + "\n")
   with open(os.path.join(out, "sweep.md"), "w") as f:
     f.write(text)
+  if wandb_on(sweep):
+    wandb_sink.log_report(report_config(sweep, out), os.path.join(out, "sweep.md"), [os.path.join(out, p) for p in plots])
   return text
+
+
+def report_config(sweep, out: str):
+  """The config the sweep's report run is logged with: base defaults, the sweep's log.* overrides, its group."""
+  config = base.get_config()
+  config.stage, config.workdir = "sweep", out
+  config.update_from_flattened_dict({k: v for k, v in getattr(sweep, "OVERRIDES", {}).items() if k.startswith("log.")})
+  config.log.wandb_group = sweep.__name__
+  return config
 
 
 def main() -> None:
@@ -143,8 +165,11 @@ def main() -> None:
   parser.add_argument("sweep_file")
   parser.add_argument("--out", default="", help="folder for the runs and tables (default runs/sweeps/<name>)")
   parser.add_argument("--parallel", type=int, default=1, help="runs at a time, each its own process")
+  parser.add_argument("--wandb", action="store_true", help="log every run, grouped, and the report to W&B")
   args = parser.parse_args()
   sweep = load_sweep(args.sweep_file)
+  if args.wandb:
+    sweep.OVERRIDES = {**getattr(sweep, "OVERRIDES", {}), "log.wandb": True}
   out = args.out or os.path.join("runs", "sweeps", os.path.splitext(os.path.basename(args.sweep_file))[0])
   os.makedirs(out, exist_ok=True)
   runs = plan(sweep, os.path.abspath(out))

@@ -7,6 +7,8 @@ stage's own section is checked by its objective's `validate` (jaxllm/losses/), t
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from jaxllm import losses, sampling, sharding
@@ -16,8 +18,10 @@ TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline")  # stages that
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots")
 EVAL_TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
+LM_EVAL_PREFIX = "lm_eval:"  # eval.task = lm_eval:<task>[,<task>...]: lm-evaluation-harness tasks (lm_eval_run.py)
 
-__all__ = ["ConfigError", "DTYPES", "EVAL_TASKS", "TOOL_STAGES", "stages", "validate"]
+__all__ = ["ConfigError", "DTYPES", "EVAL_TASKS", "LM_EVAL_PREFIX", "TOOL_STAGES", "lm_eval_task_names", "stages",
+           "validate"]
 
 
 def stages() -> tuple[str, ...]:
@@ -32,7 +36,20 @@ def _needs_init_from(config: ml_collections.ConfigDict) -> None:
 
 def _eval(config: ml_collections.ConfigDict) -> None:
   _needs_init_from(config)
-  require(config.eval.task in EVAL_TASKS, "eval.task", f"{config.eval.task!r} is not one of {EVAL_TASKS}")
+  task = config.eval.task
+  if task.startswith(LM_EVAL_PREFIX):
+    require(bool(lm_eval_task_names(task)), "eval.task",
+            f"{task!r} names no lm_eval task (expected lm_eval:<task>[,<task>...])")
+    include = config.eval.get("lm_eval_include", "")
+    require(not include or os.path.isdir(include), "eval.lm_eval_include",
+            f"{include!r} is not a folder of lm_eval task YAML files")
+    return
+  require(task in EVAL_TASKS, "eval.task", f"{task!r} is not one of {EVAL_TASKS} or {LM_EVAL_PREFIX}<tasks>")
+
+
+def lm_eval_task_names(task: str) -> list[str]:
+  """The lm-evaluation-harness task names of an `eval.task` of the form lm_eval:<task>[,<task>...]."""
+  return [t.strip() for t in task[len(LM_EVAL_PREFIX):].split(",") if t.strip()]
 
 
 def _export(config: ml_collections.ConfigDict) -> None:

@@ -30,34 +30,35 @@ if TYPE_CHECKING:
 KINDS = ("answer", "classification", "exact")
 
 
-def _prompt(env: Env, conversation: list[dict], tools: str, budget: int) -> list[int]:
-  """Prompt ids, cut from the left when too long (keeping the first token, normally <|im_start|>)."""
-  ids = chat_template.prompt_ids(env.tokenizer, conversation, tools=tools)
+def cut_prompt(ids: list[int], budget: int) -> list[int]:
+  """A prompt cut from the left to `budget` tokens, keeping its first token (normally <|im_start|>)."""
   return ids if len(ids) <= budget else ids[:1] + ids[len(ids) - budget + 1:]
 
 
-def generate_raw(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
-                 batch_size: int = 32, tools: list[str] | None = None, temperature: float = 0.0,
+def generate_ids(env: Env, weights: Any, lora: Any, prompts: list[list[int]], *, max_new_tokens: int,
+                 batch_size: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 stops: tuple[int, ...] | None = None,
                  rng: jax.Array | None = None) -> tuple[list[list[int]], np.ndarray]:
-  """(generated ids per conversation, stop id excluded; whether each stopped). Greedy unless temperature > 0.
+  """(generated ids per prompt, stop id excluded; whether each stopped) for token-id prompts, each cut from the
+  left to fit max_seq_len. Greedy unless temperature > 0 (then top_k / top_p apply); `stops` defaults to the
+  chat template's stop ids.
 
   Prompts are sorted by length and batched in fixed-size batches (the last one padded with repeats) so the
   engine compiles one program per prompt-length bucket.
   """
-  if not conversations:
+  if not prompts:
     return [], np.zeros(0, bool)
   tokenizer = env.tokenizer
   budget = env.model_cfg.max_seq_len - max_new_tokens
   if budget < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_seq_len="
                      f"{env.model_cfg.max_seq_len}")
-  tools = tools or [""] * len(conversations)
-  prompts = [_prompt(env, c, t, budget) for c, t in zip(conversations, tools)]
+  prompts = [cut_prompt(p, budget) for p in prompts]
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   batch_size = max(1, min(batch_size, len(prompts)))
-  stops = chat_template.stop_ids(tokenizer)
-  params = sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_ids=stops,
-                                   vocab_limit=tokenizer.n_vocab)
+  stops = chat_template.stop_ids(tokenizer) if stops is None else tuple(stops)
+  params = sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                   top_p=top_p, stop_ids=stops, vocab_limit=tokenizer.n_vocab)
   rng = jax.random.PRNGKey(env.config.seed) if rng is None else rng
   out: list[list[int]] = [[] for _ in prompts]
   stopped = np.zeros(len(prompts), bool)
@@ -75,6 +76,16 @@ def generate_raw(env: Env, weights: Any, lora: Any, conversations: list[list[dic
       out[i] = ids
       stopped[i] = bool(gen.stopped[row])
   return out, stopped
+
+
+def generate_raw(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
+                 batch_size: int = 32, tools: list[str] | None = None, temperature: float = 0.0,
+                 rng: jax.Array | None = None) -> tuple[list[list[int]], np.ndarray]:
+  """`generate_ids` on conversations rendered with the chat template's generation prompt."""
+  tools = tools or [""] * len(conversations)
+  prompts = [chat_template.prompt_ids(env.tokenizer, c, tools=t) for c, t in zip(conversations, tools)]
+  return generate_ids(env, weights, lora, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                      temperature=temperature, rng=rng)
 
 
 def generate_answers(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,

@@ -1,4 +1,5 @@
-"""Where numbers go: `metrics.jsonl` (one JSON object a line), TensorBoard event files, and a tqdm bar.
+"""Where numbers go: `metrics.jsonl` (one JSON object a line), TensorBoard event files, a tqdm bar, and any
+extra sinks (objects with `write(step, split, scalars)` and `close()`, e.g. wandb_sink.WandbSink).
 
 Only process 0 writes. Values are plain Python floats by the time they get here: the loop fetches device
 metrics one step late, at logging steps only, so writing never stalls the accelerator.
@@ -19,8 +20,9 @@ def _finite_or_none(v: float):
 
 class MetricsWriter:
   def __init__(self, workdir: str, *, enabled: bool, tensorboard: bool, progress: bool, total_steps: int,
-               initial_step: int = 0):
+               initial_step: int = 0, sinks: tuple = ()):
     self.enabled = enabled
+    self._sinks = tuple(s for s in sinks if s is not None) if enabled else ()
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
     self._tb = None
     if enabled and tensorboard:
@@ -38,6 +40,8 @@ class MetricsWriter:
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    for sink in self._sinks:
+      sink.write(int(step), split, scalars)
     if self._bar is not None and split == "train":
       self._bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}")
     elif self._bar is None:
@@ -55,6 +59,8 @@ class MetricsWriter:
       self._tb.close()
     if self._jsonl is not None:
       self._jsonl.close()
+    for sink in self._sinks:
+      sink.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from jaxllm import lora as lora_lib
-from jaxllm import losses, sharding
+from jaxllm import losses, sharding, wandb_sink
 from jaxllm.checkpoint import Checkpointer
 from jaxllm.metrics import MetricsWriter
 from jaxllm.runtime import Env
@@ -196,7 +196,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   step_fn = jax.jit(make_train_step(env, task.loss, tx, schedule), in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
   writer = MetricsWriter(config.workdir, enabled=env.is_main, tensorboard=config.log.tensorboard,
-                         progress=config.log.progress, total_steps=config.steps, initial_step=start)
+                         progress=config.log.progress, total_steps=config.steps, initial_step=start,
+                         sinks=(wandb_sink.open_sink(config) if env.is_main else None,))
   last_eval: dict[str, float] = {}
   last_train: dict[str, float] = {}
   pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device

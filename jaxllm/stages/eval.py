@@ -10,7 +10,9 @@ are the last stdout line (one JSON object).
 Tasks: `perplexity` (held-out split of a text set, or the built-in world's held-out prose), `accuracy` (greedy
 answers checked against references: built-in held-out problems, or GSM8K), `classification` (generated label ==
 reference, e.g. waimai_10k's held-out split), `pair_accuracy` (preference pairs: a reward model's scores, or a
-policy's summed answer log-probabilities, ranking chosen above rejected).
+policy's summed answer log-probabilities, ranking chosen above rejected), `lm_eval:<task>[,<task>...]`
+(lm-evaluation-harness tasks through jaxllm/lm_eval_model.py; see jaxllm/lm_eval_run.py and docs/evaluation.md).
+The numeric results also go to workdir/metrics.jsonl as one `eval` row at step 0 (and to W&B with log.wandb).
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxllm import evals, runtime, train
+from jaxllm import evals, lm_eval_run, runtime, train, wandb_sink
+from jaxllm.config import LM_EVAL_PREFIX
 from jaxllm.data import pipelines, preference, sources, synthetic, text
 from jaxllm.losses.dpo import sequence_logps
 from jaxllm.losses.reward import pair_hidden_states, pair_scores
+from jaxllm.metrics import MetricsWriter
 from jaxllm.reward_model import HEAD
 from jaxllm.state import TrainState
 
@@ -96,6 +100,15 @@ def pair_accuracy(env: runtime.Env) -> dict:
           "scored_by": "reward_head" if head is not None else "policy_logprob"}
 
 
+def _log(env: runtime.Env, result: dict) -> None:
+  """The numeric results as one `eval` row of workdir/metrics.jsonl (and TensorBoard / W&B)."""
+  c = env.config
+  writer = MetricsWriter(c.workdir, enabled=env.is_main, tensorboard=c.log.tensorboard, progress=False,
+                         total_steps=0, sinks=(wandb_sink.open_sink(c) if env.is_main else None,))
+  writer.write(0, "eval", {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+  writer.close()
+
+
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   task = env.config.eval.task
@@ -104,8 +117,11 @@ def run(config: ml_collections.ConfigDict) -> dict:
       result = perplexity(env)
     elif task == "pair_accuracy":
       result = pair_accuracy(env)
+    elif task.startswith(LM_EVAL_PREFIX):
+      result = lm_eval_run.evaluate(env, env.config)
     else:
       result = generation(env, "answer" if task == "accuracy" else "classification")
   result = {"task": task, "init_from": env.config.init_from, **result}
   env.log(f"eval: {result}")
+  _log(env, result)
   return result

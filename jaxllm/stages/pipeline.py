@@ -9,6 +9,7 @@ its last checkpoint. Every stage's config is a sub-config (`--config.sft.steps=3
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -16,7 +17,7 @@ import time
 import ml_collections
 
 from jaxllm import stages
-from jaxllm import pipeline_report
+from jaxllm import pipeline_report, wandb_sink
 
 # (name = its sub-config and workdir, the stage whose workdir is its init_from, the stage whose workdir holds its
 # tokenizer when it has no init_from). Order matters: each stage reads the ones before it.
@@ -40,6 +41,10 @@ def stage_config(config: ml_collections.ConfigDict, name: str, parent: str | Non
     sub.tokenizer.path = os.path.join(config.workdir, tokenizer_from)  # a tokenizer-stage workdir
   if parent is not None:
     sub.init_from = os.path.join(config.workdir, parent)
+  if config.log.wandb:  # one W&B group per pipeline, one run per stage
+    sub.log.update({k: v for k, v in config.log.items() if k.startswith("wandb")})
+    sub.log.wandb_group = config.log.wandb_group or os.path.basename(os.path.abspath(config.workdir))
+    sub.log.wandb_run_name = name
   return sub
 
 
@@ -73,4 +78,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     summaries[name] = summary
   path = pipeline_report.write(workdir, config, summaries)
   print(f"pipeline: report written to {path}", flush=True)
+  if config.log.wandb:
+    config.log.wandb_group = config.log.wandb_group or os.path.basename(os.path.abspath(workdir))
+    wandb_sink.log_report(config, path, sorted(glob.glob(os.path.join(workdir, "*.png"))))
   return {name: {k: v for k, v in s.items() if isinstance(v, (int, float))} for name, s in summaries.items()}
