@@ -147,7 +147,8 @@ def summarise(sweep, runs: list[Run], out: str) -> str:
   with open(os.path.join(out, "sweep.md"), "w") as f:
     f.write(text)
   if wandb_on(sweep):
-    wandb_sink.log_report(report_config(sweep, out), os.path.join(out, "sweep.md"), [os.path.join(out, p) for p in plots])
+    wandb_sink.log_report(report_config(sweep, out), os.path.join(out, "sweep.md"),
+                          [os.path.join(out, p) for p in plots])
   return text
 
 

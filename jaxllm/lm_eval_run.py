@@ -41,7 +41,7 @@ def evaluate(env: runtime.Env, config: ml_collections.ConfigDict) -> dict:
     from lm_eval.tasks import TaskManager
   except ImportError:
     raise ValueError(f"config.eval.task={config.eval.task!r} needs lm-evaluation-harness: "
-                     f"pip install 'jaxllm[tracking]' (or lm_eval)") from None
+                     f"pip install 'jaxllm[lm_eval]'") from None
   from jaxllm.lm_eval_model import JaxLLM
 
   e = config.eval

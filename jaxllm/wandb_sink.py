@@ -54,7 +54,7 @@ def open_sink(config: ml_collections.ConfigDict, *, name: str = "", job_type: st
   try:
     import wandb
   except ImportError:
-    _warn("wandb is not installed (pip install 'jaxllm[tracking]')")
+    _warn("wandb is not installed (pip install 'jaxllm[wandb]')")
     return None
   id_path = os.path.join(config.workdir, RUN_ID_FILE)
   run_id = None
