@@ -108,6 +108,6 @@ def test_sweeps_and_the_pipeline_group_their_runs(tmp_path):
 
   config = pipeline.get_config("tiny")
   config.workdir, config.log.wandb, config.log.wandb_project = str(tmp_path / "my_pipeline"), True, "p"
-  sft = stage_config(config, "sft", "sft", "pretrain")
+  sft = stage_config(config, "sft", "pretrain", None)
   assert (sft.log.wandb, sft.log.wandb_project, sft.log.wandb_group, sft.log.wandb_run_name) == (
       True, "p", "my_pipeline", "sft")
