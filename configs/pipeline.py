@@ -8,8 +8,9 @@ each stage in workdir/<stage>, started from the stage before. Every stage is a s
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
 runs a prefix. Results: workdir/report.md with plots. Timings measured here: docs/results.md.
 
-Its own top-level keys are only stage, seed (given to every stage), workdir and pipeline.stages: a stage's key
-is set on its sub-config, and `--config.model.n_layers=6` is an error (there is no top-level model).
+Its own top-level keys are only stage, seed (given to every stage), workdir, pipeline.stages and log.wandb*
+(Weights & Biases for every stage: one group, one run per stage): a stage's key is set on its sub-config, and
+`--config.model.n_layers=6` is an error (there is no top-level model).
 """
 import importlib
 
@@ -26,6 +27,10 @@ def get_config(arg: str | None = None):
   c.workdir = ""  # '' = runs/pipeline; stage <name> runs in workdir/<name>
   c.pipeline = ml_collections.ConfigDict()
   c.pipeline.stages = "tokenizer,pretrain,sft,reward,grpo,dpo,eval_sft,eval_grpo"  # which stages run
+  # configs/base.py's log.wandb* keys, given to every stage (the run name is the stage's; the group defaults to
+  # the workdir's folder name)
+  c.log = ml_collections.ConfigDict({k: v for k, v in shared.log.items()
+                                     if k.startswith("wandb") and k != "wandb_run_name"})
   for name in ("tokenizer", "pretrain", "sft", "reward", "grpo", "dpo"):
     c[name] = importlib.import_module(f"configs.{name}").get_config(arg)
   if arg != "tiny":

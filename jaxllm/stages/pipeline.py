@@ -42,7 +42,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str, parent: str | Non
   if parent is not None:
     sub.init_from = os.path.join(config.workdir, parent)
   if config.log.wandb:  # one W&B group per pipeline, one run per stage
-    sub.log.update({k: v for k, v in config.log.items() if k.startswith("wandb")})
+    sub.log.update(config.log.to_dict())
     sub.log.wandb_group = config.log.wandb_group or os.path.basename(os.path.abspath(config.workdir))
     sub.log.wandb_run_name = name
   return sub
