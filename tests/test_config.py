@@ -84,7 +84,9 @@ def test_command_line_typos_and_types_fail_naming_the_key(tmp_path, override, fr
 def test_the_pipeline_has_no_top_level_keys_it_would_ignore():
   config = importlib.import_module("configs.pipeline").get_config("tiny")
   stages = {k for k, v in config.items() if hasattr(v, "items") and "stage" in v}
-  assert set(config) - stages == {"stage", "seed", "workdir", "pipeline"}
+  # log holds only the log.wandb* keys, which stage_config gives every stage (tests/test_wandb.py)
+  assert set(config) - stages == {"stage", "seed", "workdir", "pipeline", "log"}
+  assert all(k.startswith("wandb") for k in config.log)
   with pytest.raises((AttributeError, KeyError), match="model"):
     config.model.n_layers = 6  # what --config.model.n_layers=6 does: there is no top-level model to set
 
