@@ -254,7 +254,8 @@ def test_tokenizer_without_chatml_markers_fails_at_chat_time(tmp_path):
   config = json.loads((tmp_path / "tokenizer_config.json").read_text())
   assert hf.vocab._aliases(ours.encoding._special_tokens, config) == \
       {"<|endoftext|>": "<|end_of_text|>", "<|pad|>": "<|end_of_text|>"}
-  assert hf.vocab._aliases({"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}, {"pad_token": "<|endoftext|>"}) == \
+  qwen2 = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+  assert hf.vocab._aliases(qwen2, {"pad_token": "<|endoftext|>"}) == \
       {"<|pad|>": "<|endoftext|>"}  # Qwen2
 
 

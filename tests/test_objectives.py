@@ -57,7 +57,8 @@ def rollout_rows(env):
   return Fixed({"tokens": tokens, "targets": np.roll(tokens, -1, axis=1), "loss_mask": mask,
                 "positions": np.tile(np.arange(l, dtype=np.int32), (b, 1)), "segment_ids": np.ones((b, l), np.int32),
                 "advantages": rng.normal(size=b).astype(np.float32),
-                "ref_logprobs": np.full((b, l), -6.0, np.float32), "sampler_logprobs": np.full((b, l), -6.0, np.float32)})
+                "ref_logprobs": np.full((b, l), -6.0, np.float32),
+                "sampler_logprobs": np.full((b, l), -6.0, np.float32)})
 
 
 BATCHES = {"pretrain": packed_text, "sft": chat, "preference": preference_rows, "grpo": rollout_rows}

@@ -1,7 +1,8 @@
 """Objective `simpo`: Simple Preference Optimisation (Meng et al. 2024), reference-free. The implicit reward is
 the policy's length-normalised log-probability, and the chosen answer must beat the rejected one by a margin:
 
-  loss = -log sigmoid(beta * (logp(y_c|x) / |y_c| - logp(y_r|x) / |y_r|) - gamma)     log-probs summed over answer tokens
+  loss = -log sigmoid(beta * (logp(y_c|x) / |y_c| - logp(y_r|x) / |y_r|) - gamma)
+         log-probs summed over the answer tokens, |y| the answer's token count
 
 No reference policy: a full fine-tuning run holds one copy of the weights (state.frozen is empty), and a step
 runs one forward pass per pair row instead of DPO's two. The per-token normalisation removes DPO's pull
