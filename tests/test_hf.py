@@ -393,3 +393,9 @@ def test_a_stage_trains_from_an_hf_folder(tmp_path, tokenizer_dir):
   saved = json.load(open(tmp_path / "run" / "config.json"))
   assert saved["model"]["attn_bias"] is True and saved["model"]["d_model"] == 64
   assert Tokenizer.load(str(tmp_path / "run")).encode("Mia has 7 apples.") == tok.encode("Mia has 7 apples.")
+
+
+def test_every_architecture_key_has_a_hugging_face_counterpart():
+  from jaxllm.model import ARCHITECTURE_KEYS
+  switches = {"qk_norm", "attn_bias"}  # model_type (and attention_bias) on the HF side
+  assert set(hf.weights.HF_NAMES) | set(hf.weights.HF_ROPE_NAMES) | switches == set(ARCHITECTURE_KEYS)

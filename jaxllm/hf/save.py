@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxllm.hf.vocab import write_tokenizer
-from jaxllm.hf.weights import DTYPES, INDEX, get, hf_shape, tensor_map, to_hf
+from jaxllm.hf.weights import DTYPES, HF_NAMES, HF_ROPE_NAMES, INDEX, get, hf_shape, tensor_map, to_hf
 from jaxllm.tokenizer import Tokenizer
 
 _SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
@@ -29,21 +29,12 @@ def _architecture(cfg: dict) -> tuple[str, str]:
 def hf_config(cfg: dict, dtype: str = "float32") -> dict:
   """jaxllm model.* keys -> a transformers config.json (llama, qwen2 or qwen3 by the features used)."""
   model_type, arch = _architecture(cfg)
-  out = {
-      "architectures": [arch], "model_type": model_type, "vocab_size": cfg["vocab_size"],
-      "hidden_size": cfg["d_model"], "intermediate_size": cfg["mlp_dim"], "num_hidden_layers": cfg["n_layers"],
-      "num_attention_heads": cfg["n_heads"], "num_key_value_heads": cfg["n_kv_heads"],
-      "head_dim": cfg["head_dim"] or cfg["d_model"] // cfg["n_heads"], "hidden_act": "silu",
-      "max_position_embeddings": cfg["max_seq_len"], "rms_norm_eps": cfg["norm_eps"],
-      "rope_theta": cfg["rope_theta"], "tie_word_embeddings": cfg["tie_embeddings"], "torch_dtype": dtype,
-  }
+  out = {"architectures": [arch], "model_type": model_type, **{theirs: cfg[ours] for ours, theirs in HF_NAMES.items()},
+         "head_dim": cfg["head_dim"] or cfg["d_model"] // cfg["n_heads"], "hidden_act": "silu", "torch_dtype": dtype}
   if model_type != "qwen2":
     out.update(attention_bias=cfg["attn_bias"], mlp_bias=False)
   if cfg.get("rope_scaling"):
-    out["rope_scaling"] = {"rope_type": cfg["rope_scaling"], "factor": cfg["rope_factor"],
-                           "low_freq_factor": cfg["rope_low_freq_factor"],
-                           "high_freq_factor": cfg["rope_high_freq_factor"],
-                           "original_max_position_embeddings": cfg["rope_original_max_len"]}
+    out["rope_scaling"] = {theirs: cfg[ours] for ours, theirs in HF_ROPE_NAMES.items()}
   return out
 
 

@@ -2,6 +2,7 @@
 tensor by tensor straight into the target shardings (see the package docstring for layouts and memory)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -12,6 +13,8 @@ import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
+from jaxllm.model import ModelConfig
+
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 INDEX = "model.safetensors.index.json"
@@ -20,6 +23,18 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 # ----------------------------------------------------------------------------------------------- config
+
+# model.* key -> config.json key, read by import and export alike; the other ARCHITECTURE_KEYS are switches
+# (qk_norm, attn_bias: by model_type) or llama3 rope scaling (HF_ROPE_NAMES, inside rope_scaling)
+HF_NAMES = {"vocab_size": "vocab_size", "d_model": "hidden_size", "n_layers": "num_hidden_layers",
+            "n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+            "mlp_dim": "intermediate_size", "max_seq_len": "max_position_embeddings", "norm_eps": "rms_norm_eps",
+            "rope_theta": "rope_theta", "tie_embeddings": "tie_word_embeddings"}
+HF_ROPE_NAMES = {"rope_scaling": "rope_type", "rope_factor": "factor", "rope_low_freq_factor": "low_freq_factor",
+                 "rope_high_freq_factor": "high_freq_factor",
+                 "rope_original_max_len": "original_max_position_embeddings"}
+_TYPES = {f.name: type(f.default) for f in dataclasses.fields(ModelConfig)}
+
 
 def _rope_parameters(hf: dict) -> dict:
   """transformers 4.x (`rope_theta` + `rope_scaling`) and 5.x (`rope_parameters`) spellings, merged."""
@@ -50,10 +65,7 @@ def _rope_config(hf: dict) -> dict:
     return out
   if kind != "llama3":
     raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: none, 'llama3')")
-  return {**out, "rope_scaling": "llama3", "rope_factor": float(rope["factor"]),
-          "rope_low_freq_factor": float(rope["low_freq_factor"]),
-          "rope_high_freq_factor": float(rope["high_freq_factor"]),
-          "rope_original_max_len": int(rope["original_max_position_embeddings"])}
+  return {**out, **{ours: _TYPES[ours](rope[theirs]) for ours, theirs in HF_ROPE_NAMES.items()}}
 
 
 def model_config_from_hf(hf: dict) -> dict:
@@ -66,19 +78,19 @@ def model_config_from_hf(hf: dict) -> dict:
   if hf.get("mlp_bias"):
     raise ValueError("mlp_bias=True is not supported (jaxllm's MLP projections have no bias)")
   d, heads = hf["hidden_size"], hf["num_attention_heads"]
-  max_len = hf.get("max_position_embeddings", 2048)
+  optional = {"num_key_value_heads": heads, "head_dim": d // heads, "max_position_embeddings": 2048,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": False,  # absent or null in config.json
+              "rope_theta": 10000.0}  # _rope_config reads it from either transformers spelling
+  cfg = {ours: _TYPES[ours](hf[theirs] if theirs not in optional else hf.get(theirs) or optional[theirs])
+         for ours, theirs in HF_NAMES.items()}
   window = _sliding_window(hf)
   if window:
-    max_len = min(max_len, window)  # exact up to the window; see the module docstring
+    cfg["max_seq_len"] = min(cfg["max_seq_len"], window)  # exact up to the window; see the module docstring
   return {
-      "vocab_size": hf["vocab_size"], "d_model": d, "n_layers": hf["num_hidden_layers"], "n_heads": heads,
-      "n_kv_heads": hf.get("num_key_value_heads") or heads, "head_dim": hf.get("head_dim") or d // heads,
-      "mlp_dim": hf["intermediate_size"], "max_seq_len": max_len, **_rope_config(hf),
-      "norm_eps": float(hf.get("rms_norm_eps", 1e-6)), "qk_norm": model_type == "qwen3",
+      **cfg, **_rope_config(hf), "qk_norm": model_type == "qwen3",
       # qwen2 always has q/k/v biases; llama/mistral/qwen3 `attention_bias` also adds an o_proj bias, which
       # jaxllm lacks: it is accepted only when all zero (checked by `load`, as exported by `export`).
       "attn_bias": model_type == "qwen2" or bool(hf.get("attention_bias", False)),
-      "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
   }
 
 
