@@ -6,9 +6,10 @@ The config's `stage` picks what runs (see jaxllm/stages/). The final metrics are
 the last line of stdout.
 """
 import json
+import re
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxllm import stages
@@ -30,5 +31,24 @@ def main(argv):
   print(json.dumps(result, default=str), flush=True)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad override reported as one line (the key and why), not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a value of the wrong type
+    sys.exit(f"error: {e}")
+  except (KeyError, AttributeError) as e:  # a key the config lacks (ml_collections suggests the closest one)
+    inner = e
+    while isinstance(inner, BaseException) and inner.args:
+      inner = inner.args[0]
+    found = re.search(r"[\"']([A-Za-z_]\w*)[\"']", str(inner))
+    key = found.group(1) if found else ""
+    bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and key in a.split("=")[0].split(".")]
+    if not bad:  # not an override: a bug in the config file itself, keep its traceback
+      raise
+    hint = re.search(r"Did you mean .*\?", str(inner))
+    sys.exit(f"error: {bad[0]}: the config has no key {key!r}" + (f" ({hint.group(0)})" if hint else ""))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -69,15 +69,17 @@ def test_valid_multi_device_mesh_passes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, fragment", [
-    ("--config.model.d_modle=64", "d_modle"),
-    ("--config.model.d_model=abc", "d_model"),
+@pytest.mark.parametrize("config, override, error", [
+    ("pretrain", "--config.model.d_modle=64",
+     """error: --config.model.d_modle: the config has no key 'd_modle' (Did you mean "d_model" instead of "d_modle"?)"""),
+    ("pretrain", "--config.model.d_model=abc", "error: flag --config.model.d_model=abc: invalid literal for int()"),
+    ("pipeline", "--config.model.n_layers=6", "error: --config.model.n_layers: the config has no key 'model'"),
 ])
-def test_command_line_typos_and_types_fail_naming_the_key(tmp_path, override, fragment):
-  proc = subprocess.run([sys.executable, "run.py", "--config=configs/pretrain.py", override,
+def test_command_line_typos_and_types_fail_with_one_line_naming_the_key(tmp_path, config, override, error):
+  proc = subprocess.run([sys.executable, "run.py", f"--config=configs/{config}.py", override,
                          f"--config.workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
-  assert fragment in proc.stderr
+  assert proc.stderr.strip().startswith(error) and "Traceback" not in proc.stderr, proc.stderr
   assert not (pathlib.Path(tmp_path) / "config.json").exists()
 
 
