@@ -10,7 +10,8 @@ from jaxllm import model
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.stage = "pretrain"  # a tool stage (tokenizer | eval | chat | export | pipeline) or an objective (jaxllm/losses/)
+  # a tool stage (tokenizer | eval | chat | export | pipeline | serve) or an objective (jaxllm/losses/)
+  c.stage = "pretrain"
   c.seed = 0  # the only source of randomness: init, data order, dropout, sampling
   c.workdir = ""  # output folder ('' = runs/<stage>); holding checkpoints => resume from the latest
   c.init_from = ""  # '' = random init; a jaxllm workdir / checkpoint folder; a Hugging Face model folder

@@ -14,7 +14,7 @@ import ml_collections
 from jaxllm import losses, sampling, sharding
 from jaxllm.errors import ConfigError, require
 
-TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline")  # stages that train no objective
+TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline", "serve")  # stages that train no objective
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots")
 EVAL_TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
@@ -76,7 +76,7 @@ def _pipeline(config: ml_collections.ConfigDict, n_devices: int | None) -> None:
       raise ConfigError(str(e).replace("config.", f"config.{key}.", 1)) from None
 
 
-_TOOL_CHECKS = {"eval": _eval, "export": _export, "chat": _needs_init_from}
+_TOOL_CHECKS = {"eval": _eval, "export": _export, "chat": _needs_init_from, "serve": _needs_init_from}
 
 
 def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
