@@ -77,3 +77,57 @@ def set_dotted(config, overrides: dict):
   """config["a"]["b"] = v for every {"a.b": v}; returns config."""
   config.update_from_flattened_dict(overrides)
   return config
+
+
+SERVE_CONTEXT = 256
+
+
+@pytest.fixture(scope="session")
+def serve_workdir(tmp_path_factory) -> str:
+  """A tiny random jaxllm workdir (config.json, tokenizer/, an orbax checkpoint) for the server tests, whose
+  context of SERVE_CONTEXT tokens lets a long reply take a while (the disconnect test)."""
+  import json
+
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from configs import base
+  from jaxllm.checkpoint import Checkpointer
+  from jaxllm.model import ModelConfig, Transformer
+  from jaxllm.state import TrainState
+  from jaxllm.tokenizer import train_bpe
+
+  texts = [f"user {i}: what is {i} plus {2 * i}? assistant: it is {3 * i}. hello, how are you today?"
+           for i in range(300)]
+  path = str(tmp_path_factory.mktemp("serve_run"))
+  tokenizer = train_bpe(texts, vocab_size=320)
+  tokenizer.save(os.path.join(path, "tokenizer"))
+  config = base.get_config()
+  config.workdir = path
+  config.model.update(vocab_size=-(-tokenizer.n_vocab // 64) * 64, d_model=32, n_layers=2, n_heads=4,
+                      n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=SERVE_CONTEXT, init_std=0.3)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config.to_dict(), f)
+  model = Transformer(ModelConfig.from_config(config))
+  weights = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  state = TrainState(step=jnp.array(5), params={"model": weights}, frozen={}, opt_state={},
+                     rng=jax.random.PRNGKey(0), skipped=jnp.array(0))
+  checkpointer = Checkpointer(path, keep=1)
+  checkpointer.save(state, {})
+  checkpointer.close()
+  return path
+
+
+@pytest.fixture(scope="session")
+def serve_server(serve_workdir):
+  """configs/serve.py:tiny on serve_workdir, 32 slots, listening on a free port of 127.0.0.1 (a thread)."""
+  from configs import serve
+  from jaxllm.serve import server as server_lib
+
+  config = serve.get_config("tiny")
+  config.init_from = serve_workdir
+  config.serve.update({"port": 0, "max_batch": 32, "max_queue": 64})
+  server = server_lib.build(config).start()
+  yield server
+  server.stop()

@@ -11,68 +11,28 @@ import subprocess
 import sys
 import time
 
-import flax.linen as nn
 import httpx
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from configs import base
-from configs import serve as serve_config
-from conftest import REPO
+from conftest import REPO, SERVE_CONTEXT as CONTEXT
 from jaxllm import chat_template
-from jaxllm.checkpoint import Checkpointer
-from jaxllm.model import ModelConfig, Transformer
-from jaxllm.serve import server as server_lib
 from jaxllm.serve.api import Api, ApiOptions
 from jaxllm.serve.engine import Engine, Request
-from jaxllm.state import TrainState
-from jaxllm.tokenizer import train_bpe
 
 openai = pytest.importorskip("openai")
 
-CONTEXT = 256  # long enough that a 240-token reply takes a while (the disconnect test)
-TEXTS = [f"user {i}: what is {i} plus {2 * i}? assistant: it is {3 * i}. hello, how are you today?"
-         for i in range(300)]
 TIMEOUT = httpx.Timeout(60.0)
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> str:
-  """A jaxllm workdir as a finished run leaves it: config.json, tokenizer/, an orbax checkpoint."""
-  path = str(tmp_path_factory.mktemp("serve_run"))
-  tokenizer = train_bpe(TEXTS, vocab_size=320)
-  tokenizer.save(os.path.join(path, "tokenizer"))
-  config = base.get_config()
-  config.workdir = path
-  config.model.update(vocab_size=-(-tokenizer.n_vocab // 64) * 64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=CONTEXT, init_std=0.3)
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config.to_dict(), f)
-  model = Transformer(ModelConfig.from_config(config))
-  weights = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  state = TrainState(step=jnp.array(5), params={"model": weights}, frozen={}, opt_state={},
-                     rng=jax.random.PRNGKey(0), skipped=jnp.array(0))
-  checkpointer = Checkpointer(path, keep=1)
-  checkpointer.save(state, {})
-  checkpointer.close()
-  return path
-
-
-def _config(workdir: str, **serve):
-  config = serve_config.get_config("tiny")
-  config.init_from = workdir
-  config.serve.update(port=0, max_batch=32, max_queue=64, **serve)
-  return config
+def workdir(serve_workdir) -> str:
+  return serve_workdir
 
 
 @pytest.fixture(scope="module")
-def server(workdir):
-  server = server_lib.build(_config(workdir)).start()
-  yield server
-  server.stop()
+def server(serve_server):
+  return serve_server
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +201,9 @@ def test_run_py_serves_and_stops_on_sigterm(workdir):
   env = {**os.environ, "JAXLLM_TEST_KEY": "k1"}
   process = subprocess.Popen(
       [sys.executable, "run.py", "--config=configs/serve.py:tiny", f"--config.init_from={workdir}",
-       "--config.serve.port=0", "--config.serve.api_key_env=JAXLLM_TEST_KEY", "--config.serve.context=128"],
+       "--config.serve.port=0", "--config.serve.api_key_env=JAXLLM_TEST_KEY",
+       # the in-process server's shapes, so the compiled programs come from the session's compilation cache
+       "--config.serve.max_batch=32", f"--config.serve.context={CONTEXT}"],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:
     url = None

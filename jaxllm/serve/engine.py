@@ -29,11 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm import sampling
 from jaxllm.model import Transformer
 from jaxllm.serve import slots as slots_lib
 from jaxllm.serve.text import TextStream
 from jaxllm.tokenizer import Tokenizer
+
+
+def prompt_bucket(n: int, context: int) -> int:
+  """Prompts are padded to a power of two (>= 16, <= context): one compiled prefill per bucket, log2 of them."""
+  return min(max(16, 1 << (n - 1).bit_length()), context)
 
 
 class QueueFull(Exception):
@@ -189,7 +193,7 @@ class Engine:
       self.rows[row] = request
       self.streams[request] = TextStream(self.tokenizer, request.stop)
       n = len(request.prompt)
-      tokens_1P = np.zeros((1, min(sampling.bucket_length(n), self.options.context)), np.int32)
+      tokens_1P = np.zeros((1, prompt_bucket(n, self.options.context)), np.int32)
       tokens_1P[0, :n] = request.prompt
       # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)
       key = np.array([(request.seed >> 32) & 0xFFFFFFFF, request.seed & 0xFFFFFFFF], np.uint32)
