@@ -11,8 +11,8 @@ own process on 127.0.0.1, one at a time:
   jaxllm_1      the same engine with serve.max_batch=1: requests served one at a time
   transformers  `transformers serve --continuous-batching --device cpu` on the exported folder
 For each number of clients in --clients, every client sends --requests chat requests one after another
-(streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens with `ignore_eos` where
-the server takes it), all clients at once from this process. Reported per server and client count: total output
+(streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping early
+by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from this process. Reported per server and client count: total output
 tokens/s (tokens received / wall time), p50/p99 time to first token, p50/p99 per-token latency (a request's
 (last - first token time) / (tokens - 1)). Tokens are counted from the servers' usage reports. Each server
 gets one warm-up request first, so compilation is not timed.
@@ -183,7 +183,8 @@ def servers(args, workdir: str, hf_dir: str, context: int) -> dict[str, tuple[li
                   "float32", "--host", "127.0.0.1", "--port", "{port}", "--max-model-len", str(context)]
   return {"jaxllm": (jaxllm + [f"--config.serve.max_batch={max(args.clients)}"], name, {"ignore_eos": True}),
           "jaxllm_1": (jaxllm + ["--config.serve.max_batch=1"], name, {"ignore_eos": True}),
-          "transformers": (transformers, hf_dir, {})}
+          # its requests take a JSON `generation_config`: min_new_tokens keeps it from stopping early, as ignore_eos
+          "transformers": (transformers, hf_dir, {"generation_config": json.dumps({"min_new_tokens": args.answer})})}
 
 
 def main() -> None:

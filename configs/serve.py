@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
   c.serve.prefill_per_step = 4  # waiting prompts prefilled between two decode steps
   c.serve.request_timeout = 600.0  # seconds a request may take from arrival to its last token (HTTP 408)
   c.serve.shutdown_timeout = 10.0  # on SIGTERM: seconds running requests get to finish before being cut
-  c.serve.warmup = True  # compile the decode step and a short prefill before listening
+  c.serve.warmup = True  # compile the decode steps and a short prefill before listening (else on first use)
   if arg == "tiny":
     c.serve.max_batch = 4
     c.serve.max_tokens = 32

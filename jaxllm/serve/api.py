@@ -8,7 +8,7 @@ Each choice of a request is one engine `Request`; the engine thread hands its ev
 response task on disconnect; otherwise the wait polls for it), so its slots go to the next in line.
 Errors are OpenAI's body {"error": {"message", "type", "param", "code"}}: 400 for a bad request (protocol.py),
 401 for a missing or wrong API key, 404 for another model name, 429 when serve.max_queue requests already
-wait, 408 when serve.request_timeout passes, 503 while shutting down.
+wait, 408 when serve.request_timeout passes, 503 while shutting down, 500 if the engine fails.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from jaxllm.serve.protocol import ApiError
 PAGE = pathlib.Path(__file__).with_name("static") / "index.html"
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 ENDED = {"timeout": (408, "timeout", "the request timed out (serve.request_timeout)"),
-         "shutdown": (503, "server_shutdown", "the server is shutting down")}
+         "shutdown": (503, "server_shutdown", "the server is shutting down"),
+         "error": (500, "server_error", "the engine failed; the server log has the traceback")}
 
 
 @dataclasses.dataclass(frozen=True)

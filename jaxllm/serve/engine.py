@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 import jax
@@ -64,7 +65,7 @@ class TokenInfo:
 class Event:
   text: str  # newly final reply text (may be empty)
   tokens: list[TokenInfo]  # the tokens this event covers (the stop token is not reported)
-  finish_reason: str | None = None  # stop | length | timeout | cancelled | shutdown; None while running
+  finish_reason: str | None = None  # stop | length | timeout | cancelled | shutdown | error; None while running
   completion_tokens: int = 0  # generated so far, stop token included
 
 
@@ -100,6 +101,7 @@ class Engine:
     self._thread: threading.Thread | None = None
     self.submitted = 0  # requests accepted so far (also the default seed's counter)
     self._state = slots_lib.empty_slots(model, options.max_batch, options.context)
+    self.row_buckets = slots_lib.row_buckets(options.max_batch)
     self.steps = 0  # decode steps run (for tests and logs)
 
   # --- called from any thread ------------------------------------------------------------------------------
@@ -108,6 +110,17 @@ class Engine:
     self._thread = threading.Thread(target=self._loop, name="jaxllm-engine", daemon=True)
     self._thread.start()
     return self
+
+  def warm_up(self) -> None:
+    """Compile the decode step at every row bucket and the shortest prompt bucket's prefill (before `start`)."""
+    assert self._thread is None, "warm_up runs before the engine thread starts"
+    for rows in self.row_buckets:
+      self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
+    bucket = prompt_bucket(1, self.options.context)
+    self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, jnp.int32(0),
+                                         np.zeros((1, bucket), np.int32), jnp.int32(1), jnp.float32(0),
+                                         jnp.float32(1), np.zeros(2, np.uint32), jnp.bool_(False), self.vocab_limit)
+    jax.block_until_ready(drawn)
 
   def submit(self, request: Request) -> None:
     """Queue a request (validated by the caller: prompt + max_tokens <= context); raises QueueFull."""
@@ -150,6 +163,13 @@ class Engine:
   # --- the engine thread -----------------------------------------------------------------------------------
 
   def _loop(self) -> None:
+    try:
+      self._serve()
+    except Exception:  # a bug or a device failure: fail every request rather than leave clients hanging
+      traceback.print_exc()
+      self._end_all("error")
+
+  def _serve(self) -> None:
     pending = None  # (device Drawn of the step in flight, the request each row held when it was dispatched)
     while True:
       with self._wake:
@@ -161,17 +181,22 @@ class Engine:
       self._admit()
       in_flight = None
       if any(self.rows):
-        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
+        used = max(i for i, r in enumerate(self.rows) if r is not None) + 1
+        rows = next(b for b in self.row_buckets if b >= used)
+        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
         self.steps += 1
-        in_flight = (drawn, tuple(self.rows))
+        in_flight = (drawn, tuple(self.rows[:rows]))
       if pending is not None:
         self._consume(*pending)
       pending = in_flight
+    self._end_all("shutdown")
+
+  def _end_all(self, reason: str) -> None:
     with self._wake:
+      self._stopping = True  # nothing new is accepted
       ended = [r for r in self.rows if r is not None] + list(self._waiting)
-      self._waiting.clear()
     for request in ended:
-      self._finish(request, "shutdown")
+      self._finish(request, reason)
 
   def _drop_ended(self) -> None:
     now = time.monotonic()
@@ -224,7 +249,7 @@ class Engine:
         reason = "stop" if stopped else "length"
         self._finish(request, reason, Event(text, info))
       else:
-        request.sink(Event(text, info, None, request.generated))
+        self._emit(request, Event(text, info, None, request.generated))
 
   def _finish(self, request: Request, reason: str, last: Event | None = None) -> None:
     """The request's final event; frees its slot (or queue place)."""
@@ -240,4 +265,10 @@ class Engine:
     stream = self.streams.pop(request, None)
     last = last or Event("", [])
     tail = stream.flush() if stream is not None and reason != "stop" else ""
-    request.sink(Event(last.text + tail, last.tokens, reason, request.generated))
+    self._emit(request, Event(last.text + tail, last.tokens, reason, request.generated))
+
+  def _emit(self, request: Request, event: Event) -> None:
+    try:
+      request.sink(event)
+    except Exception:  # e.g. the client's event loop is gone: that client is, too
+      request.cancelled = True

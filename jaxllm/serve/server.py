@@ -13,7 +13,7 @@ import uvicorn
 
 from jaxllm.config import ConfigError
 from jaxllm.serve.api import Api, ApiOptions
-from jaxllm.serve.engine import Engine, EngineOptions, Event, Request
+from jaxllm.serve.engine import Engine, EngineOptions
 
 POSITIVE = ("max_batch", "max_queue", "max_tokens", "prefill_per_step", "request_timeout", "shutdown_timeout")
 
@@ -64,14 +64,6 @@ class Server:
     self.engine.stop()
 
 
-def warm_up(engine: Engine) -> None:
-  """One short request through the engine: compiles the decode step and the shortest prefill bucket."""
-  done = threading.Event()
-  engine.submit(Request(prompt=[engine.tokenizer.im_start_id], max_tokens=2, temperature=0.0,
-                        sink=lambda event: event.finish_reason and done.set()))
-  done.wait()
-
-
 def build(config: ml_collections.ConfigDict, log=print) -> Server:
   """Load init_from, start the engine thread, and wrap both in a uvicorn server (not yet listening)."""
   from jaxllm.stages.chat import load
@@ -83,11 +75,12 @@ def build(config: ml_collections.ConfigDict, log=print) -> Server:
   engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=s.max_batch, context=context,
                                                            max_queue=s.max_queue,
                                                            prefill_per_step=s.prefill_per_step, seed=config.seed))
-  engine.start()
   if s.warmup:
     start = time.perf_counter()
-    warm_up(engine)
-    log(f"serve: compiled in {time.perf_counter() - start:.1f}s")
+    engine.warm_up()
+    log(f"serve: compiled the decode step for {engine.row_buckets} running requests in "
+        f"{time.perf_counter() - start:.1f}s")
+  engine.start()
   api = Api(engine, ApiOptions(model_name=model_name(config), api_key=s.api_key or os.environ.get(s.api_key_env, ""),
                                default_max_tokens=s.max_tokens, request_timeout=s.request_timeout))
 
@@ -101,4 +94,3 @@ def build(config: ml_collections.ConfigDict, log=print) -> Server:
   return Server(engine, server)
 
 
-__all__ = ["Server", "build", "validate", "Event"]
