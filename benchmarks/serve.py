@@ -11,11 +11,13 @@ own process on 127.0.0.1, one at a time:
   jaxllm_1      the same engine with serve.max_batch=1: requests served one at a time
   transformers  `transformers serve --continuous-batching --device cpu` on the exported folder
 For each number of clients in --clients, every client sends --requests chat requests one after another
-(streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping early
-by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from this process. Reported per server and client count: total output
-tokens/s (tokens received / wall time), p50/p99 time to first token, p50/p99 per-token latency (a request's
-(last - first token time) / (tokens - 1)). Tokens are counted from the servers' usage reports. Each server
-gets one warm-up request first, so compilation is not timed.
+(streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping
+early by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from
+this process. Reported per server and client count: total output tokens/s (tokens received / wall time),
+p50/p99 time to first token, p50/p99 per-token latency (a request's (last - first token time) / (tokens - 1)).
+Tokens are counted from the servers' usage reports. Each server gets one warm-up request first, so compilation
+is not timed. `transformers serve` runs offline here (HF_HUB_OFFLINE=1); it needs fastapi, uvicorn, openai and
+accelerate installed.
 """
 import argparse
 import asyncio

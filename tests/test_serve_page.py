@@ -4,7 +4,6 @@ conversation. Skips with the reason when Chromium, its driver or Selenium is mis
 import json
 import os
 import shutil
-import threading
 
 import pytest
 

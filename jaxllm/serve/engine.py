@@ -101,7 +101,6 @@ class Engine:
     self._thread: threading.Thread | None = None
     self.submitted = 0  # requests accepted so far (also the default seed's counter)
     self._state = slots_lib.empty_slots(model, options.max_batch, options.context)
-    self.row_buckets = slots_lib.row_buckets(options.max_batch)
     self.steps = 0  # decode steps run (for tests and logs)
 
   # --- called from any thread ------------------------------------------------------------------------------
@@ -112,10 +111,9 @@ class Engine:
     return self
 
   def warm_up(self) -> None:
-    """Compile the decode step at every row bucket and the shortest prompt bucket's prefill (before `start`)."""
+    """Compile the decode step and the shortest prompt bucket's prefill (before `start`)."""
     assert self._thread is None, "warm_up runs before the engine thread starts"
-    for rows in self.row_buckets:
-      self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
+    self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
     bucket = prompt_bucket(1, self.options.context)
     self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, jnp.int32(0),
                                          np.zeros((1, bucket), np.int32), jnp.int32(1), jnp.float32(0),
@@ -181,11 +179,9 @@ class Engine:
       self._admit()
       in_flight = None
       if any(self.rows):
-        used = max(i for i, r in enumerate(self.rows) if r is not None) + 1
-        rows = next(b for b in self.row_buckets if b >= used)
-        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
+        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
         self.steps += 1
-        in_flight = (drawn, tuple(self.rows[:rows]))
+        in_flight = (drawn, tuple(self.rows))
       if pending is not None:
         self._consume(*pending)
       pending = in_flight

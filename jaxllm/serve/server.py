@@ -78,8 +78,7 @@ def build(config: ml_collections.ConfigDict, log=print) -> Server:
   if s.warmup:
     start = time.perf_counter()
     engine.warm_up()
-    log(f"serve: compiled the decode step for {engine.row_buckets} running requests in "
-        f"{time.perf_counter() - start:.1f}s")
+    log(f"serve: compiled in {time.perf_counter() - start:.1f}s")
   engine.start()
   api = Api(engine, ApiOptions(model_name=model_name(config), api_key=s.api_key or os.environ.get(s.api_key_env, ""),
                                default_max_tokens=s.max_tokens, request_timeout=s.request_timeout))

@@ -10,8 +10,8 @@ Why this shape:
   stops reading that row. The model's cache has one write index for the whole batch, so `decode` vmaps the
   model's one-row cached forward over the rows (the per-row index turns its cache writes into a scatter; the
   weight matmuls stay one [B, D] x [D, F] product each).
-- Shapes never depend on the requests: `decode` runs the first R rows for R in a few fixed buckets (idle rows
-  among them compute garbage that is never read), and `admit` runs one prompt at a bucketed length. Per-request sampling settings are [B] arrays in the
+- Shapes never depend on the requests: `decode` always runs all B rows (idle rows compute garbage that is never
+  read), and `admit` runs one prompt at a bucketed length. Per-request sampling settings are [B] arrays in the
   state, not static arguments, so a new temperature or seed never recompiles. And since a row's numbers never
   depend on the other rows, a request's greedy output is bit-identical alone or in a full batch.
 - Row r draws its token t with fold_in(key_r, t), as sampling.generate does: the sample depends only on the
@@ -141,23 +141,14 @@ def _decode_row(model: Transformer, weights, layers: list, segment_ids_S: Array,
   return logits_11V[0, 0], jax.tree.map(lambda x: x[0], cache["layers"]), cache["segment_ids"][0]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "vocab_limit", "rows"), donate_argnames=("slots",))
-def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, rows: int) -> tuple[Slots, Drawn]:
-  """Feed rows [0, rows) their last token and draw the next one: one step of the running batch ([rows] outputs).
-
-  The engine fills the lowest free row first and passes the smallest row bucket covering every running row,
-  so a lightly loaded server does not pay for all B slots; the rows' new state is written back in place."""
-  part = jax.tree.map(lambda x: x[:rows], slots)
+@functools.partial(jax.jit, static_argnames=("model", "vocab_limit"), donate_argnames=("slots",))
+def decode(model: Transformer, weights, slots: Slots, vocab_limit: int) -> tuple[Slots, Drawn]:
+  """Feed every row its last token and draw the next one: one step of the whole running batch."""
   row = functools.partial(_decode_row, model, weights)
-  logits_RV, layers, segment_ids_RS = jax.vmap(row)(part.layers, part.segment_ids_BS, part.last_B, part.pos_B)
-  drawn = draw(logits_RV, part.temperature_B, part.top_p_B, part.key_B, part.t_B, part.want_top_B, vocab_limit)
+  logits_BV, layers, segment_ids_BS = jax.vmap(row)(slots.layers, slots.segment_ids_BS, slots.last_B, slots.pos_B)
+  drawn = draw(logits_BV, slots.temperature_B, slots.top_p_B, slots.key_B, slots.t_B, slots.want_top_B,
+               vocab_limit)
   # an idle row keeps stepping (fixed shapes); clamping keeps its writes inside the buffer
   last_slot = slots.segment_ids_BS.shape[1] - 1
-  part = part.replace(layers=layers, segment_ids_BS=segment_ids_RS, last_B=drawn.token_B,
-                      pos_B=jnp.minimum(part.pos_B + 1, last_slot), t_B=part.t_B + 1)
-  return jax.tree.map(lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, new, 0, axis=0), slots, part), drawn
-
-
-def row_buckets(max_batch: int) -> tuple[int, ...]:
-  """Row counts `decode` is compiled for: powers of 4 below max_batch, and max_batch (1, 4, 16, 32 for 32)."""
-  return tuple(sorted({4 ** i for i in range(8) if 4 ** i < max_batch} | {max_batch}))
+  return slots.replace(layers=layers, segment_ids_BS=segment_ids_BS, last_B=drawn.token_B,
+                       pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
