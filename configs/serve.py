@@ -13,13 +13,9 @@ listens (after compiling the first prefill and decode step: seconds for small mo
 it after letting running replies finish for up to serve.shutdown_timeout seconds. docs/serving.md has the
 endpoints, the fields they take and the throughput against transformers.
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import base  # noqa: E402
+from configs import base
 
 
 def get_config(arg: str | None = None):

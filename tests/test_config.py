@@ -22,7 +22,7 @@ def test_every_config_file_loads_and_validates(name, arg):
   config = importlib.import_module(f"configs.{name}").get_config(arg)
   assert config.is_locked, f"configs/{name}.py must lock its config so typos fail"
   config.workdir = "/tmp/unused"
-  if config.stage in ("eval", "chat", "export"):
+  if config.stage in ("eval", "chat", "export", "serve"):
     set_dotted(config, {k: v for k, v in RUN_INPUTS.items() if k.split(".")[0] in config})
   validate(config, 1)
 

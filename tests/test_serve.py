@@ -198,6 +198,7 @@ def test_queue_full_timeout_and_api_key(server, workdir):
   assert _health(server)["running"] == 0
 
 
+@pytest.mark.slow
 def test_run_py_serves_and_stops_on_sigterm(workdir):
   env = {**os.environ, "JAXLLM_TEST_KEY": "k1"}
   process = subprocess.Popen(

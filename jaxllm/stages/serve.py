@@ -16,9 +16,6 @@ from jaxllm.serve import server as server_lib
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
-  if not config.init_from:
-    from jaxllm.config import ConfigError
-    raise ConfigError("config.init_from: is empty; pass the jaxllm workdir (or Hugging Face folder) to serve")
   server = server_lib.build(config)
   engine = server.engine
   # uvicorn prints nothing at log_level=warning; say where to go once the socket is bound
