@@ -67,8 +67,8 @@ BATCHES = {"pretrain": packed_text, "sft": chat, "preference": preference_rows, 
 @pytest.mark.parametrize("name", losses.names())
 def test_every_objective_trains_and_its_step_traces_once(name, tmp_path, tokenizer_dir, monkeypatch):
   objective = losses.get(name)
-  config = tiny_config(name, tmp_path, tokenizer_dir, steps=STEPS, **{
-      "data.train_examples": 32, "data.eval_examples": 8, "log.every": 1, "sample.num": 0})
+  config = tiny_config(name, tmp_path, tokenizer_dir, steps=STEPS, **{  # one block: tracing is most of the cost
+      "model.n_layers": 1, "data.train_examples": 32, "data.eval_examples": 8, "log.every": 1, "sample.num": 0})
   env = runtime.prepare(config)
   task = train.Task(loss=name, batches=BATCHES[objective.feed](env))
 
