@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.lora.dropout = 0.0  # dropout on the adapter input
   c.lora.targets = "q,k,v,o,gate,up,down"  # comma-separated projections that get adapters
 
+  c.train = ml_collections.ConfigDict()
+  c.train.max_skipped_steps = 10  # stop the run after this many consecutive non-finite (skipped) steps
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 100  # steps between saves (the last step is always saved)
   c.checkpoint.keep = 2  # checkpoints kept

@@ -3,22 +3,24 @@
 A checkpoint holds `step, params, opt_state, rng, skipped` (not `frozen`, which is rebuilt from init_from, so a
 LoRA run's checkpoint is the adapters plus the pointer to its base in config.json) and the data iterator's
 JSON state. orbax writes each step into a temporary folder and renames it when complete, so a run killed
-mid-save leaves the previous checkpoint usable.
+mid-save leaves the previous checkpoint usable; `manifest.json` in each step folder (sizes and SHA-256 of its
+files, written once the save is complete) catches bit rot and truncation on restore.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxllm import hf, param_restore
+from jaxllm import hf, manifest, param_restore
 from jaxllm import lora as lora_lib
-from jaxllm.state import TrainState
+from jaxllm.errors import CheckpointError, TrainingStopped
+from jaxllm.state import TrainState, all_finite
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
 
@@ -28,10 +30,26 @@ def _saveable(state: TrainState) -> dict:
 
 
 class Checkpointer:
-  def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+  """Saves (asynchronously) and restores the train state; every finished save gets a checksum manifest.
+
+  Restore takes the newest checkpoint that verifies and restores; each one that fails is reported in one line
+  (step and reason) and moved to `workdir/rejected_checkpoints/` (kept, never deleted) before the previous one is
+  tried, so a later save of the same step is not skipped and keep-N rotation never counts it. Only finite
+  states are saved, so rotation never deletes the newest finite checkpoint.
+  """
+
+  def __init__(self, workdir: str, keep: int, log: Callable[[str], None] = print):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    self._keep = keep
+    self._log = log
+    self._unsealed: int | None = None  # step saved asynchronously whose manifest is not written yet
+    self._finite = jax.jit(lambda params, opt_state: all_finite((params, opt_state)))
+    self.manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep,
+                                                                                      create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -40,23 +58,79 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self.manager.all_steps():
       return
+    if not bool(jax.device_get(self._finite(state.params, state.opt_state))):
+      raise TrainingStopped(f"checkpoint: the state at step {step} is not finite; not saved (the last checkpoint, "
+                            f"step {self.latest_step()}, is kept)")
+    self._seal()  # orbax finishes the previous save before starting this one anyway
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_saveable(state)), data=ocp.args.JsonSave(data_state)))
+    self._unsealed = step
+
+  def poll(self) -> None:
+    """Write the manifest of a finished asynchronous save (cheap when none is pending): call once a step."""
+    if self._unsealed is not None and not self.manager.is_saving_in_progress():
+      self._seal()
+
+  def _seal(self) -> None:
+    if self._unsealed is None:
+      return
+    self.manager.wait_until_finished()
+    folder = os.path.join(self.directory, str(self._unsealed))
+    if jax.process_index() == 0 and os.path.isdir(folder):
+      manifest.write(folder)
+    self._unsealed = None
 
   def restore(self, like: TrainState) -> tuple[TrainState, dict]:
-    """Restore the latest step into the shapes/shardings of `like` (a freshly initialised state)."""
-    step = self.latest_step()
+    """Restore the newest usable step into the shapes/shardings of `like` (a freshly initialised state)."""
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             _saveable(like))
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"checkpoint {self.directory}/{step} does not fit this run's config (model size, LoRA "
-                       f"or stage differ?): {e}") from e
-    return like.replace(**restored["state"]), restored["data"]
+    rejected = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self._restore_step(step, abstract)
+      except Exception as e:  # noqa: BLE001 -- any failure (bad bytes, truncated arrays, bad JSON) means: unusable
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        rejected.append(step)
+        self._reject(step, reason)
+        continue
+      if rejected:
+        self._log(f"checkpoint: using step {step} instead (rejected: {rejected})")
+      return like.replace(**restored["state"]), restored["data"]
+    raise CheckpointError(f"checkpoint: none of {rejected} in {self.directory} could be restored (moved to "
+                          f"{self._rejected_dir()}); remove the workdir or point workdir elsewhere")
+
+  def _restore_step(self, step: int, abstract) -> dict:
+    folder = os.path.join(self.directory, str(step))
+    problem = manifest.verify(folder)
+    if problem:
+      raise ValueError(problem)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    state = restored["state"]
+    if not bool(jax.device_get(self._finite(state["params"], state["opt_state"]))):
+      raise ValueError("restored parameters or optimizer state are not finite")
+    if int(jax.device_get(state["step"])) != step:
+      raise ValueError(f"it holds step {int(jax.device_get(state['step']))}")
+    return restored
+
+  def _rejected_dir(self) -> str:
+    return os.path.join(self.workdir, "rejected_checkpoints")
+
+  def _reject(self, step: int, reason: str) -> None:
+    self._log(f"checkpoint: step {step} in {self.directory} is unusable ({reason}); moved to "
+              f"{self._rejected_dir()}, trying the previous one")
+    if jax.process_index() == 0:
+      os.makedirs(self._rejected_dir(), exist_ok=True)
+      target = os.path.join(self._rejected_dir(), str(step))
+      n = 1
+      while os.path.exists(target):
+        target, n = os.path.join(self._rejected_dir(), f"{step}.{n}"), n + 1
+      os.replace(os.path.join(self.directory, str(step)), target)
+    self.manager.close()  # its step list still holds the moved step
+    self.manager = self._open()
 
   def close(self) -> None:
+    self._seal()
     self.manager.wait_until_finished()
     self.manager.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import ml_collections
+import numpy as np
 
 from jaxllm import losses, sampling, sharding
 from jaxllm.errors import ConfigError, require
@@ -17,6 +18,7 @@ from jaxllm.errors import ConfigError, require
 TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline", "serve")  # stages that train no objective
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots")
+_F32_MAX = float(np.finfo(np.float32).max)
 EVAL_TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
 LM_EVAL_PREFIX = "lm_eval:"  # eval.task = lm_eval:<task>[,<task>...]: lm-evaluation-harness tasks (lm_eval_run.py)
 
@@ -140,7 +142,10 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
   require(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
   require(c.log.every > 0, "log.every", f"must be > 0, got {c.log.every}")
   require(c.eval.every > 0, "eval.every", f"must be > 0, got {c.eval.every}")
-  require(c.optim.lr >= 0, "optim.lr", f"must be >= 0, got {c.optim.lr}")
+  _optim(c.optim)
+  require(c.eval.batches >= 1, "eval.batches", f"must be >= 1, got {c.eval.batches}")
+  require(c.train.max_skipped_steps >= 1, "train.max_skipped_steps",
+          f"must be >= 1, got {c.train.max_skipped_steps}")
   _sampling(c)
   if objective is not None and objective.validate is not None:
     objective.validate(c)
@@ -156,6 +161,22 @@ def _sampling(c: ml_collections.ConfigDict) -> None:
     sampling.params_from(s)
   except ValueError as e:
     raise ConfigError(f"config.sampling.{e}") from None
+
+
+def _optim(o: ml_collections.ConfigDict) -> None:
+  finite = lambda v: abs(v) <= _F32_MAX  # the step computes in float32: 1e39 is inf there (and NaN fails this)
+  require(finite(o.lr) and o.lr >= 0, "optim.lr", f"must be a finite number >= 0, got {o.lr}")
+  require(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+  require(o.decay_steps >= 0, "optim.decay_steps", f"must be >= 0 (0 = config.steps), got {o.decay_steps}")
+  require(finite(o.min_lr_ratio) and 0.0 <= o.min_lr_ratio <= 1.0, "optim.min_lr_ratio",
+          f"must be in [0, 1], got {o.min_lr_ratio}")
+  require(finite(o.b1) and 0.0 <= o.b1 < 1.0, "optim.b1", f"must be in [0, 1), got {o.b1}")
+  require(finite(o.b2) and 0.0 <= o.b2 < 1.0, "optim.b2", f"must be in [0, 1), got {o.b2}")
+  require(finite(o.eps) and o.eps > 0, "optim.eps", f"must be a finite number > 0, got {o.eps}")
+  require(finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay",
+          f"must be a finite number >= 0, got {o.weight_decay}")
+  require(finite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip",
+          f"must be a finite number >= 0 (0 = off), got {o.grad_clip}")
 
 
 def _mesh(c: ml_collections.ConfigDict, n_devices: int) -> None:

@@ -18,16 +18,45 @@ def _finite_or_none(v: float):
   return v if math.isfinite(v) else None  # JSON has no NaN/inf; null says "not a number" plainly
 
 
+def drop_rows_after(path: str, step: int) -> int:
+  """Keep only the rows of `path` at or before `step` (and no half-written last line): what a run resumed from
+  the checkpoint of `step` would otherwise log twice. Atomic (temp file + rename); returns the rows dropped."""
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:  # a run killed mid-write leaves a partial last line
+        dropped += 1
+        continue
+      if row.get("step", 0) <= step:
+        kept.append(line if line.endswith("\n") else line + "\n")
+      else:
+        dropped += 1
+  if dropped:
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+  return dropped
+
+
 class MetricsWriter:
   def __init__(self, workdir: str, *, enabled: bool, tensorboard: bool, progress: bool, total_steps: int,
                initial_step: int = 0, sinks: tuple = ()):
+    """`initial_step`: the step the run starts (or resumes) from; rows logged past it by an earlier, interrupted
+    run are dropped (from TensorBoard too, by purge_step) so that no step is logged twice."""
     self.enabled = enabled
     self._sinks = tuple(s for s in sinks if s is not None) if enabled else ()
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if enabled else None
+    path = os.path.join(workdir, "metrics.jsonl")
+    if enabled:
+      drop_rows_after(path, initial_step)
+    self._jsonl = open(path, "a") if enabled else None
     self._tb = None
     if enabled and tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=initial_step + 1)
     show_bar = enabled and progress and sys.stderr.isatty() and not os.environ.get("CI")
     self._bar = tqdm(total=total_steps, initial=initial_step, dynamic_ncols=True) if show_bar else None
 

@@ -24,7 +24,16 @@ class TrainState:
   frozen: Any  # read-only pytree (base weights / reference policy)
   opt_state: Any
   rng: jax.Array  # root key of the train stream; per-step keys are fold_in(rng, step)
-  skipped: jax.Array  # steps whose loss or gradient was not finite (update skipped)
+  skipped: jax.Array  # steps whose loss, gradient or updated state was not finite (update skipped)
+  # Consecutive skipped steps, sticky once it reaches train.max_skipped_steps (every later update is skipped too,
+  # so the state stays the last finite one until the host sees it and stops). Not checkpointed: 0 on resume.
+  bad_streak: Any = None
+
+
+def all_finite(tree) -> jax.Array:
+  """One boolean: every floating leaf of `tree` is finite (integer leaves, e.g. Adam's count, always are)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def policy_weights(params: dict, frozen: dict) -> tuple[dict, dict | None]:

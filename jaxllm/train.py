@@ -22,7 +22,8 @@ from jaxllm import losses, sharding, wandb_sink
 from jaxllm.checkpoint import Checkpointer
 from jaxllm.metrics import MetricsWriter
 from jaxllm.runtime import Env
-from jaxllm.state import TrainState, learning_rate_schedule, make_optimizer
+from jaxllm.errors import TrainingStopped
+from jaxllm.state import TrainState, all_finite, learning_rate_schedule, make_optimizer
 
 
 class BatchSource(Protocol):
@@ -83,24 +84,32 @@ def _accumulated_grads(loss_fn, params, frozen, batch, rng, micro_batches: int):
 def make_train_step(env: Env, loss_name: str, tx: optax.GradientTransformation, schedule):
   loss_fn = functools.partial(losses.get(loss_name).loss, model=env.train_model, cfg=env.config)
   micro_batches = env.config.optim.grad_accum
+  max_skipped = env.config.train.max_skipped_steps
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
     loss, metrics, grads = _accumulated_grads(loss_fn, state.params, state.frozen, batch, rng, micro_batches)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
     def update(_):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       return optax.apply_updates(state.params, updates), opt_state
 
+    # A finite gradient can still give a non-finite state (lr=inf, an overflowing Adam moment), so the updated
+    # state is checked too. Only its finiteness is taken here, a reduction XLA fuses with the elementwise update
+    # without materialising it; the branch below recomputes the (cheap, memory-bound) update for real.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = finite & all_finite(update(None))
+    apply = finite & (state.bad_streak < max_skipped)
     # A branch, not a select between new and old trees: with a select XLA copies every Adam moment before the
     # update so that the old one survives it (2 x the parameters' bytes of temporaries for nothing).
-    params, opt_state = jax.lax.cond(finite, update, lambda _: (state.params, state.opt_state), None)
+    params, opt_state = jax.lax.cond(apply, update, lambda _: (state.params, state.opt_state), None)
+    streak = jnp.where(state.bad_streak >= max_skipped, state.bad_streak,
+                       jnp.where(finite, 0, state.bad_streak + 1))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              skipped=state.skipped + (~finite).astype(jnp.int32))
+                              skipped=state.skipped + (~apply).astype(jnp.int32), bad_streak=streak)
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
-               "skipped_steps": new_state.skipped}
+               "skipped_steps": new_state.skipped, "skipped_in_a_row": streak}
     return new_state, metrics
 
   return train_step
@@ -166,9 +175,9 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params_sh, transform_non_params=lambda _: repl)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state,
-                     rng=k_train, skipped=jnp.zeros((), jnp.int32))
+                     rng=k_train, skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
   state = jax.device_put(state, TrainState(step=repl, params=params_sh, frozen=frozen_sh, opt_state=opt_sh,
-                                           rng=repl, skipped=repl))
+                                           rng=repl, skipped=repl, bad_streak=repl))
   state_sh = jax.tree.map(lambda x: x.sharding, state)
   return state, state_sh
 
@@ -186,7 +195,7 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   schedule = learning_rate_schedule(config.optim, config.steps)
   state, state_sh = init_state(env, task, tx)
 
-  ckpt = Checkpointer(config.workdir, config.checkpoint.keep)
+  ckpt = Checkpointer(config.workdir, config.checkpoint.keep, log=env.log)
   if ckpt.latest_step() is not None:
     state, data_state = ckpt.restore(state)
     task.batches.set_state(data_state)
@@ -198,10 +207,18 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   writer = MetricsWriter(config.workdir, enabled=env.is_main, tensorboard=config.log.tensorboard,
                          progress=config.log.progress, total_steps=config.steps, initial_step=start,
                          sinks=(wandb_sink.open_sink(config) if env.is_main else None,))
+  max_skipped = config.train.max_skipped_steps
   last_eval: dict[str, float] = {}
   last_train: dict[str, float] = {}
   pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device
   tokens_since, t_since = 0, time.perf_counter()
+
+  def stop_if_diverged(step_no: int, streak: int) -> None:
+    if streak >= max_skipped:
+      raise TrainingStopped(
+          f"train: {streak} steps in a row skipped (non-finite loss, gradient or updated state) by step {step_no} "
+          f"(train.max_skipped_steps={max_skipped}); stopped without saving, the last checkpoint is step "
+          f"{ckpt.latest_step()}. Lower optim.lr or check the data")
 
   def flush(pending_item):
     nonlocal tokens_since, t_since, last_train
@@ -213,33 +230,43 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
     tokens_since, t_since = 0, now
     writer.write(step_no, "train", scalars)
     last_train = scalars
+    stop_if_diverged(step_no, int(scalars["skipped_in_a_row"]))
 
-  with env.mesh_context():
-    for step in range(start, config.steps):
-      local = task.batches.next(state)
-      tokens_since += _row_tokens(local) * env.process_count
-      state, metrics = step_fn(state, sharding.put_batch(local, mesh))
-      host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
-      writer.advance()
-      done = step + 1
-      if pending is not None:
-        flush(pending)
-        pending = None
-      if done % config.log.every == 0 or done == config.steps or done == start + 1:
-        pending = (done, metrics, host)
-        if done == start + 1:  # the first step includes compilation: restart the clock after it
+  try:
+    with env.mesh_context():
+      for step in range(start, config.steps):
+        local = task.batches.next(state)
+        tokens_since += _row_tokens(local) * env.process_count
+        state, metrics = step_fn(state, sharding.put_batch(local, mesh))
+        host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
+        writer.advance()
+        ckpt.poll()
+        done = step + 1
+        if pending is not None:
           flush(pending)
           pending = None
-      if task.evaluate is not None and (done % config.eval.every == 0 or done == config.steps):
+        if done % config.log.every == 0 or done == config.steps or done == start + 1:
+          pending = (done, metrics, host)
+          if done == start + 1:  # the first step includes compilation: restart the clock after it
+            flush(pending)
+            pending = None
+        save = done % config.checkpoint.every == 0 or done == config.steps
+        if save and pending is not None:  # every row up to a checkpoint is on disk before it: resume loses none
+          flush(pending)
+          pending = None
+        if save:
+          stop_if_diverged(done, int(jax.device_get(state.bad_streak)))
+        if task.evaluate is not None and (done % config.eval.every == 0 or done == config.steps):
+          last_eval = task.evaluate(state)
+          writer.write(done, "eval", last_eval)
+        if save:
+          ckpt.save(state, task.batches.get_state())
+      if pending is not None:
+        flush(pending)
+      if start == config.steps and task.evaluate is not None:  # nothing left to train: report the final eval
         last_eval = task.evaluate(state)
-        writer.write(done, "eval", last_eval)
-      if done % config.checkpoint.every == 0 or done == config.steps:
-        ckpt.save(state, task.batches.get_state())
-    if pending is not None:
-      flush(pending)
-    if start == config.steps and task.evaluate is not None:  # nothing left to train: report the final eval
-      last_eval = task.evaluate(state)
-  ckpt.close()
+  finally:  # a stopped or failed run still finishes (and seals) the save in flight
+    ckpt.close()
   summary: dict[str, Any] = {"step": int(state.step), "skipped_steps": int(state.skipped)}
   summary.update({f"train_{k}": v for k, v in last_train.items()})
   summary.update({f"eval_{k}": v for k, v in last_eval.items()})

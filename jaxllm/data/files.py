@@ -16,11 +16,13 @@ import json
 import os
 from typing import Any, Callable
 
+from jaxllm.errors import UserError
+
 EXTENSIONS = (".json", ".jsonl", ".csv", ".parquet", ".txt")  # each also as .gz
 _MAX_REASONS = 20
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """A data file or registry is malformed: the message names the file, the row and the field at fault."""
 
 
