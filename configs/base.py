@@ -92,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log.wandb_run_name = ""  # W&B run name ('' = the workdir's folder name)
   c.log.wandb_tags = ""  # comma-separated W&B tags
   c.log.wandb_group = ""  # W&B group ('' = none; sweeps set the sweep's name, the pipeline its workdir's)
+  c.log.traceback = False  # show the Python traceback of a user error too (else one line, exit status 2)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 100  # steps between held-out evaluations (and always after the last step)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from typing import Any, Callable
 
@@ -14,15 +13,12 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from jaxllm import hf, sharding
+from jaxllm import hf, resume, sharding
 from jaxllm.config import validate
 from jaxllm.data.corpus import train_tokenizer
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
 from jaxllm.model import ARCHITECTURE_KEYS, ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
-
-# Keys whose change makes a workdir's checkpoints unusable for a resumed run.
-_RESUME_KEYS = tuple(f"model.{k}" for k in ARCHITECTURE_KEYS) + ("lora.rank", "lora.targets", "stage")
 
 
 @dataclasses.dataclass
@@ -92,33 +88,6 @@ def init_distributed(config: ml_collections.ConfigDict) -> None:
                                process_id=d.process_id)
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    node = node[part]
-  return node
-
-
-def check_resumable(config: ml_collections.ConfigDict) -> None:
-  """A workdir holding checkpoints of a different model/LoRA/stage is an error, not a silent restart."""
-  path = os.path.join(config.workdir, "config.json")
-  if not os.path.isdir(os.path.join(config.workdir, "checkpoints")) or not os.path.exists(path):
-    return
-  old = read_run_config(config.workdir)
-  diffs = []
-  for key in _RESUME_KEYS:
-    try:
-      before = _get(old, key)
-    except (KeyError, AttributeError):
-      continue
-    after = _get(config, key)
-    if before != after:
-      diffs.append(f"{key}: {before!r} in the workdir, {after!r} now")
-  if diffs:
-    raise ValueError(f"workdir {config.workdir!r} holds checkpoints of an incompatible config ("
-                     + "; ".join(diffs) + "). Use a new workdir, or the same settings to resume.")
-
-
 def resolve_tokenizer(config: ml_collections.ConfigDict, init_workdir: str | None) -> Tokenizer:
   if config.tokenizer.path:
     return Tokenizer.load(config.tokenizer.path)
@@ -147,7 +116,7 @@ def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
 
 
 def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env:
-  """Resolve everything a stage needs; writes workdir/config.json and workdir/tokenizer/."""
+  """Resolve everything a stage needs; writes workdir/config.json and workdir/tokenizer/ (unless resuming)."""
   init_distributed(config)
   config = ml_collections.ConfigDict(config.to_dict())  # a private, unlocked copy we may fill in
   config.workdir = default_workdir(config)
@@ -158,16 +127,21 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
   elif config.init_from:
     init_workdir, _ = resolve_workdir(config.init_from)
     init_config = read_run_config(init_workdir)
-  tokenizer = resolve_tokenizer(config, init_workdir)
+  # A resume uses the workdir's own tokenizer (the one its checkpoints were trained with) and its stored config
+  # must agree with this one; a fresh start writes both, once.
+  resuming = resume.has_checkpoints(config.workdir)
+  stored = resume.read_stored_config(config.workdir) if resuming else None
+  tokenizer = resume.load_tokenizer(config.workdir) if resuming else resolve_tokenizer(config, init_workdir)
   resolve_model(config, tokenizer, init_config)
   validate(config, jax.device_count())
   mesh = sharding.make_mesh(config.mesh)
-  check_resumable(config)
-  if jax.process_index() == 0:
+  log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
+  if resuming:
+    resume.check(stored, config, log)
+  elif jax.process_index() == 0:
     os.makedirs(config.workdir, exist_ok=True)
-    with open(os.path.join(config.workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    tokenizer.save(os.path.join(config.workdir, "tokenizer"))
+    resume.write_config(config.workdir, config)
+    resume.write_tokenizer(config.workdir, tokenizer)
   model_cfg = ModelConfig.from_config(config)
   config.lock()
   env = Env(config=config, mesh=mesh, tokenizer=tokenizer, model_cfg=model_cfg,

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from jaxllm import lora as lora_lib
-from jaxllm import losses, sharding, wandb_sink
+from jaxllm import losses, memory_check, sharding, wandb_sink
 from jaxllm.checkpoint import Checkpointer
 from jaxllm.metrics import MetricsWriter
 from jaxllm.runtime import Env
@@ -212,6 +212,7 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   last_train: dict[str, float] = {}
   pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device
   tokens_since, t_since = 0, time.perf_counter()
+  compiled = None
 
   def stop_if_diverged(step_no: int, streak: int) -> None:
     if streak >= max_skipped:
@@ -237,7 +238,11 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
       for step in range(start, config.steps):
         local = task.batches.next(state)
         tokens_since += _row_tokens(local) * env.process_count
-        state, metrics = step_fn(state, sharding.put_batch(local, mesh))
+        batch = sharding.put_batch(local, mesh)
+        if compiled is None:  # compiled ahead of time once (shapes are fixed) so its memory need is known first
+          compiled = step_fn.lower(state, batch).compile()
+          memory_check.check(compiled)
+        state, metrics = compiled(state, batch)
         host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
         writer.advance()
         ckpt.poll()

@@ -3,12 +3,17 @@ training stage is a registered objective (jaxllm/losses/), run by the stage modu
 pretrain, sft, preference or grpo). Each defines `run(config) -> dict` (its final metrics)."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 
+import jax
 import ml_collections
 
-from jaxllm import losses
+from jaxllm import losses, runtime, workdir_lock
 from jaxllm.config import validate
+
+# Stages that only read their workdir; every other one writes it, one run at a time (jaxllm/workdir_lock.py).
+READ_ONLY = ("chat", "export")
 
 
 def module_name(stage: str) -> str:
@@ -18,4 +23,10 @@ def module_name(stage: str) -> str:
 
 def run(config: ml_collections.ConfigDict) -> dict:
   validate(config)  # before anything runs; runtime.prepare checks again against the devices and init_from
-  return importlib.import_module(f"{__name__}.{module_name(config.stage)}").run(config)
+  lock = contextlib.nullcontext()
+  if config.stage not in READ_ONLY:
+    runtime.init_distributed(config)  # so that only process 0 takes the lock of a shared workdir
+    if jax.process_index() == 0:
+      lock = workdir_lock.hold(runtime.default_workdir(config))
+  with lock:
+    return importlib.import_module(f"{__name__}.{module_name(config.stage)}").run(config)
