@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the HF_DATASETS_OFFLINE cache); an http(s) URL of a data file (network)
   c.data.name = ""
   c.data.dataset_info = ""  # path of a LLaMA-Factory style dataset_info.json
+  c.data.allow_outside_paths = False  # let dataset_info.json file_name values point outside its folder
   c.data.subset = ""  # hub datasets: the subset (config name), e.g. 'main' for hf:openai/gsm8k
   c.data.split = "train"  # hub datasets / save_to_disk DatasetDicts: the split read
   c.data.eval_split = ""  # '' = hold out data.eval_fraction of data.split; else read this split as held-out

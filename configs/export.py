@@ -18,7 +18,8 @@ def get_config(arg: str | None = None):
   c = base.get_config()
   c.stage = "export"
   c.export = ml_collections.ConfigDict()
-  c.export.path = ""  # output folder (created); previous model*.safetensors in it are replaced
+  c.export.path = ""  # output folder (created); must be empty unless export.overwrite
+  c.export.overwrite = False  # replace a non-empty export.path (the whole folder, swapped in at the end)
   c.export.dtype = "float32"  # dtype of the written tensors: float32 | bfloat16 | float16
   c.export.max_shard_gb = 2.0  # larger checkpoints are split into shards of at most this size, with an index
   c.lock()

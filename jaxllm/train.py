@@ -43,6 +43,9 @@ class Task:
   evaluate: Callable[[TrainState], dict[str, float]] | None = None  # held-out metrics
   on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
   host_metrics: Callable[[], dict[str, float]] | None = None  # host-side scalars (e.g. rollout stats) to log
+  # Malformed data rows skipped (data.on_bad_row=skip), read and encode, all splits: the one count every stage
+  # reports, as `data_skipped_rows`, in its log line, in every train row of metrics.jsonl and in the summary.
+  data_skipped_rows: int = 0
 
 
 def _accumulated_grads(loss_fn, params, frozen, batch, rng, micro_batches: int):
@@ -201,6 +204,9 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
     task.batches.set_state(data_state)
     env.log(f"resumed from {ckpt.directory} at step {int(state.step)}")
   start = int(state.step)
+  if task.data_skipped_rows:
+    env.log(f"data: {task.data_skipped_rows} malformed rows skipped in all (data.on_bad_row=skip); reported as "
+            "data_skipped_rows in metrics.jsonl and the summary")
 
   step_fn = jax.jit(make_train_step(env, task.loss, tx, schedule), in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
@@ -228,6 +234,7 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
     now = time.perf_counter()  # after the wait: dispatch is async, the host may be steps ahead of the device
     scalars["tokens_per_sec"] = tokens_since / max(now - t_since, 1e-9)
     scalars.update(host)
+    scalars.setdefault("data_skipped_rows", task.data_skipped_rows)  # a streamed source counts as it reads
     tokens_since, t_since = 0, now
     writer.write(step_no, "train", scalars)
     last_train = scalars
@@ -272,7 +279,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
         last_eval = task.evaluate(state)
   finally:  # a stopped or failed run still finishes (and seals) the save in flight
     ckpt.close()
-  summary: dict[str, Any] = {"step": int(state.step), "skipped_steps": int(state.skipped)}
+  summary: dict[str, Any] = {"step": int(state.step), "skipped_steps": int(state.skipped),
+                             "data_skipped_rows": task.data_skipped_rows}
   summary.update({f"train_{k}": v for k, v in last_train.items()})
   summary.update({f"eval_{k}": v for k, v in last_eval.items()})
   if task.on_end is not None:

@@ -326,7 +326,7 @@ def test_gsm8k_prompts_carry_the_format_instruction(shared_data):
   config.unlock()  # the config reads hf:openai/gsm8k (network); the same splits offline:
   config.data.update(name="gsm8k_train", dataset_info=str(shared_data / "dataset_info.json"), eval_split="")
   config.rl.eval_data = "gsm8k_test"
-  train_records, held, source = load_prompts(config)
+  train_records, held, source, _ = load_prompts(config)
   assert len(train_records) == 64 and len(held) == 4 and "train.jsonl" in source
   first = train_records[0]
   assert first["messages"][0] == {"role": "system", "content": config.sampling.system}

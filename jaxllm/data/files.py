@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import io
+import itertools
 import json
 import os
 from typing import Any, Callable
@@ -124,30 +125,50 @@ def _read_json(path: str, data: bytes, sink: Sink) -> list[tuple[str, Any]]:
 
 
 def _read_csv(path: str, data: bytes, sink: Sink) -> list[tuple[str, Any]]:
+  """Rows of a CSV file, never merged by a stray quote. A quoted field may span lines, but a quote that is never
+  closed (it would swallow the rest of the file), text after a closing quote, or a record that spans lines and
+  has the wrong number of fields is reported as one bad row at the line it starts, and reading restarts on the
+  line after it. (A stray quote closed by another stray quote further down, giving the right number of fields,
+  reads like a field with line breaks and cannot be told from one.)"""
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as e:
     raise DataError(f"{path}: not UTF-8 text ({e})") from None
-  reader = csv.reader(io.StringIO(text, newline=""))
-  rows, header, line = [], None, 1
-  while True:
-    try:
-      fields = next(reader)
-    except StopIteration:
+  lines = io.StringIO(text, newline="").readlines()  # physical lines, endings kept (quoted fields hold them)
+  rows, header, start = [], None, 0  # start: 0-based index of the line the current reader began at
+  while start < len(lines):
+    reader = csv.reader(itertools.islice(lines, start, None), strict=True)
+    restart, consumed = None, 0
+    while True:
+      try:
+        fields = next(reader)
+      except StopIteration:
+        break
+      except csv.Error as e:
+        restart = start + consumed + 1  # 1-based line of the bad record = 0-based index of the line after it
+        sink.bad(f"{path}: line {restart}", f"unbalanced quote ({e})")
+        break
+      first, spans = start + consumed + 1, reader.line_num - consumed  # 1-based first line; lines it took
+      consumed = reader.line_num
+      where = f"{path}: line {first}"
+      if not fields:  # blank line
+        continue
+      if header is None:
+        header = fields
+        if len(set(header)) != len(header):
+          raise DataError(f"{where}: duplicate column names in the header {header}")
+      elif len(fields) != len(header) and spans > 1:
+        sink.bad(where, f"unbalanced quote: a quoted field runs over the next {spans - 1} lines and gives "
+                        f"{len(fields)} fields instead of {len(header)}")
+        restart = first  # the 0-based index of the line after `first`
+        break
+      elif len(fields) != len(header):
+        sink.bad(where, f"expected {len(header)} fields ({', '.join(header)}), got {len(fields)}: {short(fields)}")
+      else:
+        rows.append((where, dict(zip(header, fields))))
+    if restart is None:
       break
-    except csv.Error as e:
-      raise DataError(f"{path}: line {line}: malformed CSV ({e})") from None
-    where, line = f"{path}: line {line}", reader.line_num + 1  # `line`: where the next record starts
-    if not fields:  # blank line
-      continue
-    if header is None:
-      header = fields
-      if len(set(header)) != len(header):
-        raise DataError(f"{where}: duplicate column names in the header {header}")
-    elif len(fields) != len(header):
-      sink.bad(where, f"expected {len(header)} fields ({', '.join(header)}), got {len(fields)}: {short(fields)}")
-    else:
-      rows.append((where, dict(zip(header, fields))))
+    start = restart
   return rows
 
 

@@ -79,9 +79,12 @@ def check_maps(where: str, columns: dict | None, tags: dict | None) -> None:
       raise DataError(f"{where}: {key} values must be strings, got {bad}")
 
 
-def resolve(name: str, dataset_info: str) -> dict:
+def resolve(name: str, dataset_info: str, allow_outside: bool = False) -> dict:
   """The registry entry for `name`, validated, with "file_name" made absolute (relative to the registry) and
-  "registry_dir" added (where hub.py resolves local hf_hub_url / script_url folders)."""
+  "registry_dir" added (where hub.py resolves local hf_hub_url / script_url folders).
+
+  A file_name that leaves the registry's folder (`../x`, an absolute path) is refused unless `allow_outside`
+  (config data.allow_outside_paths): a registry someone else wrote must not make a run read arbitrary files."""
   dataset_info = os.fspath(dataset_info)
   registry = load_registry(dataset_info)
   path = os.path.join(dataset_info, "dataset_info.json") if os.path.isdir(dataset_info) else dataset_info
@@ -91,5 +94,10 @@ def resolve(name: str, dataset_info: str) -> dict:
   _check_entry(f"{path}: dataset {name!r}", entry)
   entry["registry_dir"] = os.path.dirname(os.path.abspath(path))
   if "file_name" in entry:
-    entry["file_name"] = os.path.abspath(os.path.join(entry["registry_dir"], entry["file_name"]))
+    folder = entry["registry_dir"]
+    file_name = os.path.abspath(os.path.join(folder, entry["file_name"]))
+    if not allow_outside and os.path.commonpath([folder, file_name]) != folder:
+      raise DataError(f"{path}: dataset {name!r}: file_name {entry['file_name']!r} points outside the registry's "
+                      f"folder {folder} (set data.allow_outside_paths=True to allow it)")
+    entry["file_name"] = file_name
   return entry

@@ -143,13 +143,14 @@ def entry_formatting(entry: dict) -> str | None:
 
 
 def load(name: str, dataset_info: str, kind: KindArg, on_bad: str = "fail", limit: int | None = None,
-         streaming: bool = False) -> LoadResult:
+         streaming: bool = False, allow_outside: bool = False) -> LoadResult:
   """Records of `kind` from the dataset `name` in the registry `dataset_info` (a dataset_info.json path).
 
-  `num_samples` in the entry and `limit` both cap the result to its first records.
+  `num_samples` in the entry and `limit` both cap the result to its first records; `allow_outside` lets the
+  entry's file_name leave the registry's folder (data.allow_outside_paths).
   """
   Sink(on_bad)  # validates on_bad before any reading
-  entry = resolve(name, dataset_info)
+  entry = resolve(name, dataset_info, allow_outside)
   caps = [n for n in (entry.get("num_samples"), limit) if n is not None]
   formatting = entry_formatting(entry)
   ranking = entry.get("ranking", False if formatting else None)
@@ -180,7 +181,8 @@ def load_config(data: Any, kind: KindArg, formatting: str = "", limit: int | Non
   detected (with data.dataset_info the registry entry decides)."""
   fmt = None if formatting in ("", "auto") else formatting
   if data.dataset_info:  # the registry entry says how to read it
-    return load(data.name, data.dataset_info, kind, on_bad=data.on_bad_row, limit=limit, streaming=data.streaming)
+    return load(data.name, data.dataset_info, kind, on_bad=data.on_bad_row, limit=limit, streaming=data.streaming,
+                allow_outside=data.allow_outside_paths)
   else:
     name = data.name
     if not (name.startswith(hub.HUB_PREFIX) or hub.wants_datasets(name) or os.path.exists(name)):

@@ -47,7 +47,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
                       f"split over the {sharding.data_parallel_size(env.mesh)} data-parallel devices")
   if not c.init_from:
     env.log("grpo: no init_from, so the policy starts from a random init (rewards will stay near zero)")
-  train_records, eval_records, source = load_prompts(c)
+  train_records, eval_records, source, skipped = load_prompts(c)
   prompts, dropped = rl.encode_prompts(env.tokenizer, train_records, r.max_prompt_len)
   env.log(f"grpo ({source}): {len(prompts)} training prompts ({dropped} longer than rl.max_prompt_len="
           f"{r.max_prompt_len} dropped), {len(eval_records)} held out; {r.prompts_per_step} prompts x "
@@ -78,7 +78,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
     return {}
 
   task = train.Task(loss=c.stage, batches=source_batches, evaluate=evaluate, on_end=print_samples,
-                    host_metrics=source_batches.host_metrics)
+                    host_metrics=source_batches.host_metrics, data_skipped_rows=skipped)
   summary = train.fit(env, task)
   summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts), "rollouts": source_batches.rollouts})
   return summary

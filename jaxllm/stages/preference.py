@@ -25,5 +25,6 @@ def run(config: ml_collections.ConfigDict) -> dict:
   env.log(f"{c.stage}: {counts}")
   data_counts = {"data_truncated": counts["truncated_too_long"], "data_dropped": counts["dropped_too_long"]}
   task = train.Task(loss=c.stage, batches=batches, host_metrics=lambda: data_counts,
-                    evaluate=lambda state: train.evaluate_loss(env, c.stage, state, eval_batches))
+                    evaluate=lambda state: train.evaluate_loss(env, c.stage, state, eval_batches),
+                    data_skipped_rows=counts["skipped_bad"])
   return {**train.fit(env, task), **counts}

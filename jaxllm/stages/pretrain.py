@@ -71,14 +71,14 @@ def run(config: ml_collections.ConfigDict) -> dict:
   c = env.config
   eot = env.tokenizer.eot_id
   host_metrics = None
-  if c.data.streaming:
-    batches, eval_docs, skipped = streamed_batches(env)
-    train_flat, eval_flat = None, token_stream(env, eval_docs)
+  if c.data.streaming:  # rows are read as training goes: the skip count grows with them
+    batches, eval_docs, stream_skips = streamed_batches(env)
+    train_flat, eval_flat, skipped = None, token_stream(env, eval_docs), 0
 
     def host_metrics() -> dict[str, float]:  # bad rows met so far (data.on_bad_row=skip), logged with the loss
-      return {"data_skipped": skipped.skipped}
+      return {"data_skipped_rows": stream_skips.skipped}
   else:
-    train_docs, eval_docs = text.documents(c)
+    train_docs, eval_docs, skipped = text.read_documents(c)
     train_flat, eval_flat = token_stream(env, train_docs), token_stream(env, eval_docs)
     env.log(f"pretrain: {len(train_docs)} documents, {len(train_flat)} tokens; held out {len(eval_docs)} "
             f"documents, {len(eval_flat)} tokens")
@@ -91,10 +91,14 @@ def run(config: ml_collections.ConfigDict) -> dict:
       loss=loss,
       batches=batches,
       evaluate=lambda state: train.evaluate_loss(env, loss, state, eval_batches),
-      on_end=lambda state: print_samples(env, state, prompts), host_metrics=host_metrics)
+      on_end=lambda state: print_samples(env, state, prompts), host_metrics=host_metrics,
+      data_skipped_rows=skipped)
   summary = train.fit(env, task)
-  if c.data.streaming and skipped.skipped:
-    env.log(f"pretrain: skipped {skipped.skipped} bad rows (data.on_bad_row=skip), e.g. {skipped.reasons[:3]}")
+  if c.data.streaming:
+    summary["data_skipped_rows"] = stream_skips.skipped
+    if stream_skips.skipped:
+      env.log(f"pretrain: skipped {stream_skips.skipped} bad rows (data.on_bad_row=skip), e.g. "
+              f"{stream_skips.reasons[:3]}")
   if train_flat is not None:
     summary["unigram_ppl"] = unigram_perplexity(train_flat, eval_flat, env.model_cfg.vocab_size)
   return summary

@@ -78,8 +78,9 @@ def run(config: ml_collections.ConfigDict) -> dict:
 
   data_counts = {"data_truncated": train_stats.truncated, "data_dropped": train_stats.dropped}
   task = train.Task(loss=loss, batches=batches, evaluate=evaluate, host_metrics=lambda: data_counts,
-                    on_end=lambda state: _print_samples(env, state, *references(chats.eval, chats.kind)))
+                    on_end=lambda state: _print_samples(env, state, *references(chats.eval, chats.kind)),
+                    data_skipped_rows=chats.skipped + train_stats.skipped + eval_stats.skipped)
   summary = train.fit(env, task)
-  summary.update(train_stats.as_dict("data_"))
-  summary.update(eval_stats.as_dict("data_eval_"))
+  for prefix, stats in (("data_", train_stats), ("data_eval_", eval_stats)):  # skips: in data_skipped_rows
+    summary.update({k: v for k, v in stats.as_dict(prefix).items() if k != f"{prefix}skipped"})
   return summary
