@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 from jaxllm import hf, manifest, param_restore
 from jaxllm import lora as lora_lib
-from jaxllm.errors import CheckpointError, TrainingStopped
+from jaxllm.errors import CheckpointError, TrainingStopped, UserError
 from jaxllm.state import TrainState, all_finite
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
@@ -149,8 +149,19 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"init_from={workdir!r}: no config.json there (not a jaxllm workdir)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except ValueError as e:
+    raise UserError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise UserError(f"{path}: not a JSON object")
+  if "model_type" in config or "architectures" in config:  # a Hugging Face folder that is_hf_folder turned down
+    found = sorted(n for n in os.listdir(workdir) if n.endswith((".safetensors", ".bin", ".pt", ".pth")))
+    raise UserError(f"init_from={workdir!r}: a Hugging Face config.json but no model.safetensors or "
+                    f"model.safetensors.index.json (found: {found or 'no weight files'}); only safetensors "
+                    "weights are read")
+  return ml_collections.ConfigDict(config)
 
 
 def resolve_workdir(path: str) -> tuple[str, int | None]:

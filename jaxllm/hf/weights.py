@@ -2,6 +2,7 @@
 tensor by tensor straight into the target shardings (see the package docstring for layouts and memory)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -13,6 +14,7 @@ import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
+from jaxllm.errors import UserError
 from jaxllm.model import ModelConfig
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -110,8 +112,12 @@ def is_hf_folder(path: str) -> bool:
 
 
 def read_hf_config(path: str) -> dict:
-  with open(os.path.join(path, "config.json")) as f:
-    return json.load(f)
+  file = os.path.join(path, "config.json")
+  try:
+    with open(file) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise UserError(f"{file}: not valid JSON ({e})") from None
 
 
 # ----------------------------------------------------------------------------------------------- tensors
@@ -180,8 +186,20 @@ def _weight_files(path: str) -> dict[str, str]:
     found = sorted(n for n in os.listdir(path) if n.endswith((".safetensors", ".bin", ".pt", ".pth")))
     raise FileNotFoundError(f"{path}: no model.safetensors or {INDEX} (found: {found or 'no weight files'}; "
                             "only safetensors checkpoints are supported)")
-  with safe_open(single, framework="np") as f:
+  with _open(single) as f:
     return {name: single for name in f.keys()}
+
+
+@contextlib.contextmanager
+def _open(file: str):
+  """safe_open, with a damaged file named in the error (safetensors' own message does not say which)."""
+  try:
+    with safe_open(file, framework="np") as f:
+      yield f
+  except Exception as e:  # noqa: BLE001 -- safetensors raises its own SafetensorError (no importable base)
+    if type(e).__name__ == "SafetensorError" or isinstance(e, OSError):
+      raise UserError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    raise
 
 
 def _flat_range(index: tuple[slice, ...], dims: tuple[int, ...]) -> tuple[slice, tuple[int, ...], tuple]:
@@ -262,7 +280,7 @@ def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[dict
     jax_path, layout = spec[name]
     # Opened per tensor on purpose: safe_open maps the whole file, and pages read through a mapping stay
     # resident (and count as this process's memory) until it is closed.
-    with safe_open(files[name], framework="np") as f:
+    with _open(files[name]) as f:
       tensor = f.get_slice(name)
       want = hf_shape(cfg, jax_path, layout)
       if tuple(tensor.get_shape()) != want:
