@@ -40,8 +40,8 @@ def _command(workdir: str, tokenizer: str, steps: int, every: int) -> list[str]:
 
 
 def _environment(cache: str) -> dict:
-  # One XLA compilation cache for every restart: the same program, so the same numbers, and restarts skip
-  # recompiling (what a preempted job on a shared cache does too).
+  # One XLA compilation cache for every restart (the caller's, if it has one): the same program, so the same
+  # numbers, and restarts skip recompiling (what a preempted job on a shared cache does too).
   return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONUNBUFFERED": "1"}
 
@@ -85,13 +85,14 @@ def _run_until(cmd: list[str], env: dict, kill_after: int | None, delay: float) 
   return proc.returncode, "".join(out), False
 
 
-def soak(kills: int, steps: int, every: int, seed: int, root: str, log=print) -> dict:
+def soak(kills: int, steps: int, every: int, seed: int, root: str, tokenizer: str = "", log=print) -> dict:
+  """Run the soak in `root` (a fresh folder); `tokenizer`: a tokenizer folder to use ('' = train the tiny one)."""
   rng = random.Random(seed)
-  cache = os.path.join(root, "xla_cache")
-  env = _environment(cache)
-  tokenizer = os.path.join(root, "tokenizer")
-  subprocess.run([sys.executable, "run.py", "--config=configs/tokenizer.py:tiny", f"--config.workdir={tokenizer}"],
-                 cwd=REPO, env=env, check=True, capture_output=True)
+  env = _environment(os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(root, "xla_cache"))
+  if not tokenizer:
+    tokenizer = os.path.join(root, "tokenizer")
+    subprocess.run([sys.executable, "run.py", "--config=configs/tokenizer.py:tiny",
+                    f"--config.workdir={tokenizer}"], cwd=REPO, env=env, check=True, capture_output=True)
   straight, soaked = os.path.join(root, "straight"), os.path.join(root, "soaked")
   t0 = time.perf_counter()
   rc, out, _ = _run_until(_command(straight, tokenizer, steps, every), env, None, 0.0)
