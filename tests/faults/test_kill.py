@@ -4,12 +4,15 @@ in docs/reliability.md."""
 import os
 import sys
 
+import pytest
+
 from conftest import REPO
 
 sys.path.insert(0, os.path.join(str(REPO), "benchmarks"))
 import soak  # noqa: E402
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_resumes_with_bitwise_identical_losses_and_no_duplicate_rows(tmp_path, tokenizer_dir):
   result = soak.soak(kills=2, steps=6, every=1, seed=1, root=str(tmp_path), tokenizer=tokenizer_dir,
                      log=lambda _: None)

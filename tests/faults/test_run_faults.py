@@ -28,6 +28,7 @@ def _run_py(*args, timeout=300):
                         timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_workdir_refuses_at_once_naming_the_holder(tmp_path, tokenizer_dir):
   with workdir_lock.hold(str(tmp_path)):
     proc = _run_py("--config=configs/pretrain.py:tiny", f"--config.workdir={tmp_path}",
@@ -41,6 +42,7 @@ def test_a_second_run_on_a_locked_workdir_refuses_at_once_naming_the_holder(tmp_
     pass
 
 
+@pytest.mark.slow
 def test_an_unknown_config_key_is_one_line_naming_it():
   proc = _run_py("--config=configs/pretrain.py:tiny", "--config.optim.foo=3", timeout=120)
   assert proc.returncode == 2
