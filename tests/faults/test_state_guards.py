@@ -30,12 +30,12 @@ def test_a_non_finite_update_is_skipped_and_a_streak_stops_the_run_without_savin
   env = runtime.prepare(config)
   train_docs, _ = pretrain.text.documents(env.config)
   flat = pretrain.token_stream(env, train_docs)
-  initial, _ = train.init_state(env, train.Task(loss="lm", batches=None),
+  initial, _ = train.init_state(env, train.Task(loss="pretrain", batches=None),
                                 train.make_optimizer(env.config.optim, 8))
   initial_params = jax.device_get(initial.params)
   with env.config.unlocked():
     env.config.optim.lr = 1e39
-  task = train.Task(loss="lm", batches=pretrain.pipelines.packed_lm_batches(
+  task = train.Task(loss="pretrain", batches=pretrain.pipelines.packed_lm_batches(
       flat, env.config.data.seq_len, env.config.data.batch_size, env.config.seed, env.tokenizer.eot_id))
   with pytest.raises(TrainingStopped, match=r"3 steps in a row skipped.*max_skipped_steps=3\); stopped without saving"):
     train.fit(env, task)
