@@ -3,7 +3,7 @@
 A checkpoint holds `step, params, opt_state, rng, skipped` (not `frozen`, which is rebuilt from init_from, so a
 LoRA run's checkpoint is the adapters plus the pointer to its base in config.json) and the data iterator's
 JSON state. orbax writes each step into a temporary folder and renames it when complete, so a run killed
-mid-save leaves the previous checkpoint usable; `manifest.json` in each step folder (sizes and SHA-256 of its
+mid-save leaves the previous checkpoint usable; `jaxllm_manifest.json` in each step folder (sizes and SHA-256 of its
 files, written once the save is complete) catches bit rot and truncation on restore.
 """
 from __future__ import annotations
