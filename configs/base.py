@@ -60,6 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip = 1.0  # global-norm clipping; 0 = off
   c.optim.grad_accum = 1  # micro-batches per step (inside the jitted step; same update as one big batch)
   c.optim.mu_dtype = ""  # dtype of Adam's first moment ('' = param dtype; 'bfloat16' halves its memory)
+  c.optim.name = "adamw"  # adamw | galore (Adam moments in a rank-r gradient projection; jaxllm/galore.py)
+  c.optim.galore_rank = 128  # galore: projection rank (matrices whose smaller side is <= this get plain Adam)
+  c.optim.galore_update_every = 200  # galore: steps between refreshes of the projection (SVD of the gradient)
+  c.optim.galore_scale = 0.25  # galore: multiplier of the projected-back update (the paper's alpha)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.z_loss = 0.0  # coefficient of the log(Z)^2 stabiliser on LM logits
@@ -75,6 +79,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.lora.alpha = 16.0  # adapter scale is alpha / rank
   c.lora.dropout = 0.0  # dropout on the adapter input
   c.lora.targets = "q,k,v,o,gate,up,down"  # comma-separated projections that get adapters
+  c.lora.quantize = "none"  # none | int8 | nf4: store the frozen base of the targeted projections quantized (QLoRA)
+  c.lora.quant_block = 64  # inputs per absmax scale of the quantized base
+  c.lora.double_quant = True  # quantize those scales too (int8 + one f32 per 256 outputs), as QLoRA's DQ
+  c.lora.plus_ratio = 1.0  # LoRA+: the b matrices' learning rate is this x the rest's (paper: 16)
+  c.lora.dora = False  # DoRA: a trainable magnitude per output column beside the low-rank direction
+  c.lora.rslora = False  # rsLoRA: adapter scale alpha / sqrt(rank) instead of alpha / rank
 
   c.train = ml_collections.ConfigDict()
   c.train.max_skipped_steps = 10  # stop the run after this many consecutive non-finite (skipped) steps

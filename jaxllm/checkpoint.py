@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from jaxllm import hf, manifest, param_restore
 from jaxllm import lora as lora_lib
 from jaxllm.errors import CheckpointError, TrainingStopped, UserError
+from jaxllm.model import lora_scale
 from jaxllm.state import TrainState, all_finite
 
 _SAVED_FIELDS = ("step", "params", "opt_state", "rng", "skipped")
@@ -145,6 +146,14 @@ class Pretrained:
   extras: dict  # trained params beside the model (e.g. a reward model's score_head)
 
 
+def _convert_each(tree: dict, convert, path=()) -> dict:
+  """convert(path, leaf) over a nested dict, one leaf at a time, dropping each original as it goes."""
+  for key in list(tree):
+    sub = tree[key]
+    tree[key] = _convert_each(sub, convert, path + (key,)) if isinstance(sub, dict) else convert(path + (key,), sub)
+  return tree
+
+
 def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -173,13 +182,14 @@ def resolve_workdir(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") -> Pretrained:
+def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32", convert: Any = None) -> Pretrained:
   """Trained weights of a jaxllm workdir (latest or the given step), LoRA adapters merged into their base; or
   a Hugging Face model folder (read tensor by tensor in `dtype`). With `shardings` (a pytree shaped like the
   model's weights) every process reads only its devices' slices into them (param_restore.py); without, the
-  weights land whole on this process's first device (single-process tools: chat, export, scoring)."""
+  weights land whole on this process's first device (single-process tools: chat, export, scoring).
+  `convert(path, array)`, when given, replaces each weight, tensor by tensor (QLoRA quantizes the base here)."""
   if hf.is_hf_folder(path):
-    cfg, weights = hf.load(path, dtype, shardings)
+    cfg, weights = hf.load(path, dtype, shardings, convert)
     return Pretrained(config=ml_collections.ConfigDict({"model": cfg}), weights=weights,
                       workdir=os.path.abspath(path), extras={})
   workdir, step = resolve_workdir(path)
@@ -196,8 +206,11 @@ def load_pretrained(path: str, shardings: Any = None, dtype: str = "float32") ->
   extras = {k: v for k, v in restored.items() if k not in ("model", "lora")}
   if "lora" in restored:
     base = load_pretrained(config.init_from, shardings, dtype)
-    merge = lambda w, a: lora_lib.merge(w, a, config.lora.alpha / config.lora.rank)
+    # A QLoRA run's base is quantized and dequantized as in training (config.lora.quantize), then merged.
+    merge = lambda w, a: lora_lib.merge(w, a, lora_scale(config.lora), config.lora)
     weights = jax.jit(merge, out_shardings=shardings)(base.weights, restored["lora"])
   else:
     weights = restored["model"]
+  if convert is not None:
+    weights = _convert_each(weights, convert)
   return Pretrained(config=config, weights=weights, workdir=workdir, extras=extras)

@@ -138,6 +138,19 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
       parse_targets(c.lora.targets)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  require(c.lora.quantize in ("none", "int8", "nf4"), "lora.quantize",
+          f"{c.lora.quantize!r} is not one of none, int8, nf4")
+  require(c.lora.quantize == "none" or c.lora.rank > 0, "lora.quantize",
+          f"{c.lora.quantize!r} needs LoRA (lora.rank > 0): only a frozen base is stored quantized")
+  require(c.lora.dora is False or c.lora.rank > 0, "lora.dora", "needs LoRA (lora.rank > 0)")
+  require(c.lora.quant_block > 0, "lora.quant_block", f"must be > 0, got {c.lora.quant_block}")
+  require(c.lora.plus_ratio > 0, "lora.plus_ratio", f"must be > 0, got {c.lora.plus_ratio}")
+  require(c.optim.name in ("adamw", "galore"), "optim.name", f"{c.optim.name!r} is not one of adamw, galore")
+  require(c.optim.name != "galore" or c.lora.rank == 0, "optim.name",
+          "galore trains full parameters; set lora.rank=0 (LoRA's adapters are already low-rank)")
+  require(c.optim.galore_rank >= 1, "optim.galore_rank", f"must be >= 1, got {c.optim.galore_rank}")
+  require(c.optim.galore_update_every >= 1, "optim.galore_update_every",
+          f"must be >= 1, got {c.optim.galore_update_every}")
   require(c.checkpoint.every > 0, "checkpoint.every", f"must be > 0, got {c.checkpoint.every}")
   require(c.checkpoint.keep >= 1, "checkpoint.keep", f"must be >= 1, got {c.checkpoint.keep}")
   require(c.log.every > 0, "log.every", f"must be > 0, got {c.log.every}")

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxllm import quant
+
 Array = jax.Array
 LoraTree = dict[str, Any] | None
 
@@ -80,8 +82,7 @@ class ModelConfig:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
     """config.model (resolved: vocab_size filled in) plus config.lora."""
-    rank = config.lora.rank
-    return cls.from_section(config.model, lora_scale=config.lora.alpha / rank if rank else 1.0,
+    return cls.from_section(config.model, lora_scale=lora_scale(config.lora),
                             lora_dropout=config.lora.dropout)
 
 
@@ -94,6 +95,14 @@ def config_section() -> ml_collections.ConfigDict:
   """`config.model` with every key and default of ModelConfig (configs/base.py)."""
   defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
   return ml_collections.ConfigDict({k: defaults[k] for k in MODEL_KEYS})
+
+
+def lora_scale(lora: ml_collections.ConfigDict) -> float:
+  """alpha / rank, or alpha / sqrt(rank) with rsLoRA (Kalajdzievski 2023: keeps the adapter's update size
+  independent of the rank); 1 without LoRA."""
+  if not lora.rank:
+    return 1.0
+  return lora.alpha / (math.sqrt(lora.rank) if lora.get("rslora", False) else lora.rank)
 
 
 def _init(cfg: ModelConfig, axes: tuple[str | None, ...]):
@@ -204,7 +213,12 @@ def matmul_2d(x: Array, w: Array, n_in: int, preferred_element_type: Any = None)
 
 
 class Projection(nn.Module):
-  """x @ W (+ b) (+ LoRA: dropout(x) @ A @ B * scale) over named input/output dims."""
+  """x @ W (+ b) (+ LoRA: dropout(x) @ A @ B * scale) over named input/output dims.
+
+  The projection's `lora` node (lora.py) may hold adapters `a`, `b`, a DoRA magnitude `m` [*out] (the output
+  is rescaled column-wise to m / ||W + scale * A @ B||), and `quant`: the frozen base stored quantized
+  (QLoRA, quant.py), which then replaces the `w` param and is dequantized here, inside the projection.
+  """
   cfg: ModelConfig
   in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
@@ -216,19 +230,38 @@ class Projection(nn.Module):
   def __call__(self, x: Array, lora: LoraTree = None) -> Array:
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     n_in = len(self.in_shape)
-    w = self.param("w", _init(cfg, self.axes), self.in_shape + self.out_shape, jnp.dtype(cfg.param_dtype))
-    y = matmul_2d(x.astype(dtype), w.astype(dtype), n_in)
-    if self.use_bias:
-      bias = self.param("b", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
-                        self.out_shape, jnp.dtype(cfg.param_dtype))
-      y = y + bias.astype(dtype)
-    if lora is not None:
+    lora = lora or {}
+    shape = self.in_shape + self.out_shape
+    if "quant" in lora:
+      # Recomputed in the backward pass (checkpoint) rather than saved: one layer's matrix alive at a time.
+      base = lambda: quant.dequantize(lora["quant"], shape, dtype)
+      y = jax.checkpoint(lambda x, q: matmul_2d(x, quant.dequantize(q, shape, dtype), n_in))(
+          x.astype(dtype), lora["quant"])
+    else:
+      w = self.param("w", _init(cfg, self.axes), shape, jnp.dtype(cfg.param_dtype))
+      base = lambda: w
+      y = matmul_2d(x.astype(dtype), w.astype(dtype), n_in)
+    if "a" in lora:
       x_in = x
       if cfg.lora_dropout > 0 and not self.deterministic:
         x_in = nn.Dropout(cfg.lora_dropout, deterministic=False)(x)
       h_R = matmul_2d(x_in.astype(dtype), lora["a"].astype(dtype), n_in)
       y = y + matmul_2d(h_R, lora["b"].astype(dtype), 1) * cfg.lora_scale
+    if "m" in lora:  # DoRA; the norm is a constant to the gradient, as in the paper's section 4.3 (and peft)
+      norm = jax.lax.stop_gradient(lora_column_norm(base(), lora["a"], lora["b"], cfg.lora_scale, n_in))
+      y = y * (lora["m"] / norm).astype(y.dtype)
+    if self.use_bias:
+      bias = self.param("b", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
+                        self.out_shape, jnp.dtype(cfg.param_dtype))
+      y = y + bias.astype(dtype)
     return y
+
+
+def lora_column_norm(w: Array, a: Array, b: Array, scale: float, n_in: int) -> Array:
+  """||W + scale * A @ B|| over the input dims, per output: [*out] f32 (DoRA's weight norm)."""
+  merged = w.astype(jnp.float32) + scale * jnp.tensordot(a.astype(jnp.float32), b.astype(jnp.float32),
+                                                         axes=([n_in], [0]))
+  return jnp.sqrt(jnp.sum(merged * merged, axis=tuple(range(n_in))))
 
 
 class Attention(nn.Module):

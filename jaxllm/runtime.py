@@ -148,5 +148,9 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
             model=Transformer(model_cfg, deterministic=True),
             train_model=Transformer(model_cfg, deterministic=config.lora.dropout == 0.0), pretrained=None)
   if config.init_from and load_weights:  # read straight into the shardings: one host copy at most
-    env.pretrained = load_pretrained(config.init_from, env.weight_shardings(), config.model.param_dtype)
+    convert = None
+    if config.lora.rank and config.lora.quantize != "none":  # QLoRA: quantize the base as it is read
+      from jaxllm import lora as lora_lib
+      convert = lora_lib.tensor_quantizer(config.lora, env.weight_shardings(), mesh)
+    env.pretrained = load_pretrained(config.init_from, env.weight_shardings(), config.model.param_dtype, convert)
   return env

@@ -158,11 +158,9 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
   repl = sharding.replicated(mesh)
 
   if config.lora.rank > 0:
-    targets = lora_lib.parse_targets(config.lora.targets)
-    adapters = jax.jit(lambda w, k: lora_lib.init_lora(w, targets, config.lora.rank, k),
-                       out_shardings=repl)(weights, k_lora)
-    params, frozen = {"lora": adapters}, {"model": weights}
-    params_sh, frozen_sh = {"lora": jax.tree.map(lambda _: repl, adapters)}, {"model": weight_sh}
+    params, frozen, frozen_sh = lora_lib.init_lora_state(weights, weight_sh, env.abstract_weights(), config.lora,
+                                                         k_lora, mesh)
+    params_sh = {"lora": jax.tree.map(lambda _: repl, params["lora"])}
   else:
     params, params_sh = {"model": weights}, {"model": weight_sh}
     if objective.needs_reference:  # a separate buffer: params are donated and updated, the reference is not
@@ -175,7 +173,9 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
     params_sh = {**params_sh, **jax.tree.map(lambda _: repl, extras)}
 
   abstract_opt = jax.eval_shape(tx.init, params)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params_sh, transform_non_params=lambda _: repl)
+  # A state leaf shaped like its parameter shares its sharding; others (GaLore's projected moments) replicate.
+  opt_sh = optax.tree_map_params(tx, lambda leaf, s, p: s if leaf.shape == p.shape else repl, abstract_opt,
+                                 params_sh, params, transform_non_params=lambda _: repl)
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state,
                      rng=k_train, skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
@@ -194,7 +194,7 @@ def _row_tokens(batch: dict) -> int:
 def fit(env: Env, task: Task) -> dict[str, Any]:
   """Train to config.steps (resuming from the workdir's latest checkpoint) and return the final metrics."""
   config, mesh = env.config, env.mesh
-  tx = make_optimizer(config.optim, config.steps)
+  tx = make_optimizer(config.optim, config.steps, config.lora.plus_ratio)
   schedule = learning_rate_schedule(config.optim, config.steps)
   state, state_sh = init_state(env, task, tx)
 

@@ -257,10 +257,11 @@ def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
   tree[path[-1]] = value
 
 
-def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[dict, dict]:
+def load(path: str, dtype: str = "float32", shardings: Any = None, convert: Any = None) -> tuple[dict, dict]:
   """(model.* config dict, weights pytree) of an HF model folder; each leaf placed as soon as it is read,
   into its sharding when `shardings` (a pytree shaped like the weights) is given, each process reading only the
-  blocks its devices hold."""
+  blocks its devices hold; then passed through `convert(jax_path, array)` when given (QLoRA quantizes there,
+  tensor by tensor: lora.tensor_quantizer)."""
   hf = read_hf_config(path)
   cfg = model_config_from_hf(hf)
   np_dtype = DTYPES[dtype]
@@ -293,5 +294,6 @@ def load(path: str, dtype: str = "float32", shardings: Any = None) -> tuple[dict
         continue
       shape = want if layout is None else tuple(layout[0]) + tuple(layout[1])
       sharding = None if shardings is None else get(shardings, jax_path)
-      _set(weights, jax_path, _load_tensor(tensor, layout, shape, np_dtype, sharding))
+      leaf = _load_tensor(tensor, layout, shape, np_dtype, sharding)
+    _set(weights, jax_path, leaf if convert is None else convert(jax_path, leaf))
   return cfg, weights

@@ -1,0 +1,108 @@
+"""Block-wise weight quantization for QLoRA's frozen base: NF4 (4-bit NormalFloat) and int8, both absmax-scaled.
+
+A projection weight [*in, *out] is viewed as a [k, n] matrix (k = prod(in), n = prod(out)); each block of
+`block` consecutive input rows of one output column shares one absmax scale, as bitsandbytes' blocks of 64
+consecutive inputs of one output row. A quantized weight is a plain dict pytree (so it shards, checkpoints and
+jits like any other leaf tree):
+
+  {"nf4": uint8 [k, n/2] (two 4-bit codes a byte, adjacent outputs), "absmax": scales}
+  {"int8": int8 [k, n], "absmax": scales}
+  scales = f32 [k/block, n], or double-quantized (QLoRA's "DQ"): {"q": int8 [k/block, n] of (absmax - offset),
+           "scale": f32 [k/block, n/group] (absmax of each group of outputs), "offset": f32 []}
+
+Storage per weight: NF4 0.5 byte + scales (4/64 B, or 1/64 + 4/(64*256) B with DQ), int8 1 byte + scales.
+`dequantize` rebuilds the matrix in the compute dtype inside a jitted projection (model.Projection, which wraps
+it in jax.checkpoint so the backward pass recomputes it from the codes instead of keeping every layer's
+dequantized matrix alive until the gradient reaches it).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KINDS = ("none", "int8", "nf4")
+# The 16 NF4 levels of QLoRA (Dettmers et al. 2023, appendix E): quantiles of N(0, 1) scaled to [-1, 1], with
+# an exact zero.
+NF4_LEVELS = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023,
+    1.0], np.float32)
+# Midpoints between neighbouring levels: a value's code is how many midpoints lie below it (nearest level).
+_NF4_BOUNDS = (NF4_LEVELS[1:] + NF4_LEVELS[:-1]) / 2
+DQ_GROUP = 256  # outputs sharing one second-level scale under double quantization
+
+
+def is_quantized(node) -> bool:
+  return isinstance(node, dict) and ("nf4" in node or "int8" in node)
+
+
+def _blocks(k: int, block: int) -> int:
+  if block <= 0 or k % block:
+    raise ValueError(f"config.lora.quant_block: {block} does not divide a projection's input size {k}")
+  return k // block
+
+
+def _quantize_scales(absmax_Nn: jax.Array) -> dict:
+  """Double quantization: the f32 scales as int8 around their mean, one f32 scale per group of outputs."""
+  nb, n = absmax_Nn.shape
+  group = DQ_GROUP if n % DQ_GROUP == 0 else n
+  offset = absmax_Nn.mean()
+  centred = (absmax_Nn - offset).reshape(nb, n // group, group)
+  scale = jnp.maximum(jnp.abs(centred).max(axis=-1), 1e-30) / 127.0
+  q = jnp.clip(jnp.round(centred / scale[..., None]), -127, 127).astype(jnp.int8)
+  return {"q": q.reshape(nb, n), "scale": scale, "offset": offset}
+
+
+def _dequantize_scales(scales) -> jax.Array:
+  if not isinstance(scales, dict):
+    return scales
+  q, scale = scales["q"], scales["scale"]
+  nb, n = q.shape
+  group = n // scale.shape[1]
+  centred = q.reshape(nb, n // group, group).astype(jnp.float32) * scale[..., None]
+  return centred.reshape(nb, n) + scales["offset"]
+
+
+def quantize(w: jax.Array, kind: str, n_in: int, block: int = 64, double_quant: bool = True) -> dict:
+  """w [*in, *out] (n_in input dims) -> its quantized dict (module docstring)."""
+  k, n = math.prod(w.shape[:n_in]), math.prod(w.shape[n_in:])
+  nb = _blocks(k, block)
+  w_NBn = w.reshape(nb, block, n).astype(jnp.float32)
+  absmax_Nn = jnp.abs(w_NBn).max(axis=1)
+  normed_NBn = w_NBn / jnp.where(absmax_Nn > 0, absmax_Nn, 1.0)[:, None, :]
+  if kind == "nf4":
+    if n % 2:
+      raise ValueError(f"lora.quantize=nf4: a projection's output size {n} is odd (codes are packed in pairs)")
+    codes_kn = jnp.searchsorted(jnp.asarray(_NF4_BOUNDS), normed_NBn.reshape(k, n)).astype(jnp.uint8)
+    out = {"nf4": codes_kn[:, 0::2] | (codes_kn[:, 1::2] << 4)}
+  elif kind == "int8":
+    out = {"int8": jnp.round(normed_NBn * 127.0).astype(jnp.int8).reshape(k, n)}
+  else:
+    raise ValueError(f"config.lora.quantize: {kind!r} is not one of {KINDS}")
+  # With double quantization the scales dequantize slightly off their absmax; the codes were chosen against
+  # the exact absmax, as in QLoRA, so a code's error is the level error plus the scale's.
+  out["absmax"] = _quantize_scales(absmax_Nn) if double_quant else absmax_Nn
+  return out
+
+
+def dequantize(q: dict, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+  """The quantized dict back to a [*shape] array in `dtype` (one fused elementwise pass over the codes)."""
+  absmax_Nn = _dequantize_scales(q["absmax"])
+  nb, n = absmax_Nn.shape
+  if "nf4" in q:
+    packed = q["nf4"]
+    codes_kn = jnp.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], n)
+    values_kn = jnp.take(jnp.asarray(NF4_LEVELS), codes_kn.astype(jnp.int32), axis=0)
+  else:
+    values_kn = q["int8"].astype(jnp.float32) / 127.0
+  k = values_kn.shape[0]
+  w_NBn = values_kn.reshape(nb, k // nb, n) * absmax_Nn[:, None, :]
+  return w_NBn.reshape(shape).astype(dtype)
+
+
+def nbytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))

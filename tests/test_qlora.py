@@ -1,0 +1,228 @@
+"""Small-memory fine-tuning: NF4/int8 round trips, QLoRA forward = forward of the dequantized model, LoRA+ gives
+`b` its learning rate, DoRA's merged weight = its forward, GaLore at full rank = AdamW, and a QLoRA+DoRA+LoRA+
+train step through train.init_state. Every check also runs once under an 8-device (data 2, fsdp 2, tensor 2)
+mesh, in one subprocess (the fake device count is fixed at jax import)."""
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxllm import galore, quant, sharding
+from jaxllm import lora as lora_lib
+from jaxllm.model import ModelConfig, Transformer
+from jaxllm.state import make_optimizer
+
+ALL = lora_lib.parse_targets("q,k,v,o,gate,up,down")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CFG = ModelConfig(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
+                   max_seq_len=32, attn_bias=True, lora_scale=2.0)
+
+
+def _qcfg(kind: str, block: int = 32, double_quant: bool = True):
+  return ml_collections.ConfigDict(dict(quantize=kind, quant_block=block, double_quant=double_quant,
+                                        targets="q,k,v,o,gate,up,down"))
+
+
+def _put(tree, mesh, shardings=None):
+  """Place a host tree on the mesh (replicated unless shardings are given); identity without a mesh."""
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, tree)
+  return jax.device_put(tree, shardings if shardings is not None else NamedSharding(mesh, P()))
+
+
+def _model_and_weights(mesh, seed: int = 0):
+  """A tiny random model (weights at their logical shardings on `mesh`) and random adapters with b != 0."""
+  model = Transformer(_CFG)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))["params"]
+  rng = np.random.default_rng(seed)
+  base = jax.tree.map(lambda s: rng.normal(0.0, 0.1, s.shape).astype(np.float32), nn.meta.unbox(boxed))
+  adapters = jax.eval_shape(lambda: lora_lib.init_lora(base, ALL, 4, jax.random.PRNGKey(1)))
+  adapters = jax.tree.map(lambda s: rng.normal(0.0, 0.05, s.shape).astype(np.float32), adapters)
+  weight_sh = sharding.logical_shardings(boxed, mesh) if mesh is not None else None
+  return model, _put(base, mesh, weight_sh), weight_sh, _put(adapters, mesh)
+
+
+def _quantized(base, weight_sh, kind, mesh):
+  lcfg = _qcfg(kind)
+  if mesh is None:
+    return lora_lib.quantize_weights(base, lcfg)
+  convert = lora_lib.tensor_quantizer(lcfg, weight_sh, mesh)
+  return lora_lib.quantize_weights(base, lcfg, lambda path, fn, w: convert(path + ("w",), w))
+
+
+def _dequantized(quantized_weights, shapes):
+  """Full-precision weights rebuilt from a quantized tree (the reference the QLoRA forward must equal)."""
+  def rebuild(path, proj):
+    return {**proj, "w": quant.dequantize(proj["w"], lora_lib._lookup(shapes, path)["w"].shape)}
+  return lora_lib._rebuild(quantized_weights, rebuild)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+def check_nf4_and_int8_round_trip(mesh=None):
+  w = np.random.default_rng(0).normal(0.0, 0.02, (256, 128)).astype(np.float32)
+  w[:64, 0] = 0.0  # an all-zero block dequantizes to exact zeros
+  w_dev = _put(w, mesh)
+  absmax = np.abs(w.reshape(4, 64, 128)).max(axis=1)
+  normed = w / np.repeat(np.where(absmax > 0, absmax, 1.0), 64, axis=0)
+  nearest = np.abs(normed[..., None] - quant.NF4_LEVELS).argmin(-1)
+  # Without double quantization each value is its nearest NF4 level times its block's absmax: the error is at
+  # most half the gap to the neighbouring level (<= 0.139 x absmax), exactly the format's known bound.
+  q = jax.jit(lambda x: quant.quantize(x, "nf4", 1, 64, double_quant=False))(w_dev)
+  back = np.asarray(jax.jit(lambda q: quant.dequantize(q, w.shape))(q))
+  np.testing.assert_allclose(back, quant.NF4_LEVELS[nearest] * np.repeat(absmax, 64, axis=0), rtol=1e-6, atol=0)
+  assert np.all(back[:64, 0] == 0)
+  assert np.abs(back - w).max() <= 0.1386 * absmax.max()
+  rel_rms = np.sqrt(np.mean((back - w) ** 2) / np.mean(w ** 2))
+  assert 0.05 < rel_rms < 0.12, rel_rms  # NF4 on normal weights: ~9% relative RMS error (QLoRA's regime)
+  # Double-quantized scales add their own (small) error; int8 is ~20x tighter.
+  q_dq = jax.jit(lambda x: quant.quantize(x, "nf4", 1, 64, double_quant=True))(w_dev)
+  back_dq = np.asarray(jax.jit(lambda q: quant.dequantize(q, w.shape))(q_dq))
+  assert np.abs(back_dq - back).max() <= 0.01 * absmax.max()
+  q8 = jax.jit(lambda x: quant.quantize(x, "int8", 1, 64, double_quant=False))(w_dev)
+  back8 = np.asarray(jax.jit(lambda q: quant.dequantize(q, w.shape))(q8))
+  assert np.abs(back8 - w).max() <= np.repeat(absmax, 64, axis=0).max() / 254 * 1.0001
+  # Storage: NF4 + DQ is 0.5 + 1/64 + 4/(64*128) bytes a weight here, ~0.26 x bf16's 2 bytes.
+  assert quant.nbytes(q_dq) / (w.size * 2) < 0.27
+
+
+def check_qlora_forward_equals_dequantized_model(mesh=None):
+  model, base, weight_sh, adapters = _model_and_weights(mesh)
+  tokens = _put(np.random.default_rng(3).integers(0, 96, (2, 16)).astype(np.int32), mesh)
+  apply = jax.jit(lambda w, lr, t: model.apply({"params": w}, t, lora=lr))
+  shapes = jax.eval_shape(lambda: base)
+  for kind in ("nf4", "int8"):
+    rest, quantized = lora_lib.split_quantized(_quantized(base, weight_sh, kind, mesh))
+    assert not any("w" in proj for proj in _projections(rest))  # no full-precision copy of a quantized weight
+    got = np.asarray(apply(rest, lora_lib.with_base(adapters, quantized), tokens))
+    reference_weights = jax.jit(_dequantized)(_quantized(base, weight_sh, kind, mesh), shapes)
+    want = np.asarray(apply(reference_weights, adapters, tokens))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    # Merging (export) dequantizes: the merged model is the one the adapters were trained against.
+    merged = jax.jit(lambda b, a: lora_lib.merge(b, a, _CFG.lora_scale, _qcfg(kind)))(base, adapters)
+    np.testing.assert_allclose(np.asarray(apply(merged, None, tokens)), want, atol=1e-5, rtol=0)
+    assert np.abs(np.asarray(apply(base, adapters, tokens)) - want).max() > 1e-4  # quantization is visible
+
+
+def _projections(tree):
+  if isinstance(tree, dict) and any(k in tree for k in ("w", "a", "quant")) and not isinstance(tree.get("w"), dict):
+    return [tree]
+  return [p for sub in tree.values() if isinstance(sub, dict) for p in _projections(sub)]
+
+
+def check_dora_merged_weight_equals_forward(mesh=None):
+  model, base, weight_sh, adapters = _model_and_weights(mesh, seed=5)
+  tokens = _put(np.random.default_rng(4).integers(0, 96, (2, 16)).astype(np.int32), mesh)
+  apply = jax.jit(lambda w, lr, t: model.apply({"params": w}, t, lora=lr))
+  shapes = jax.eval_shape(lambda: base)
+  magnitudes = jax.jit(lambda w: lora_lib.init_magnitudes(w, shapes, ALL))(base)
+  fresh = jax.tree.map(lambda ab, m: {"a": ab["a"], "b": jnp.zeros_like(ab["b"]), **m}, adapters, magnitudes,
+                       is_leaf=lambda x: isinstance(x, dict) and "a" in x)
+  plain = np.asarray(apply(base, None, tokens))
+  np.testing.assert_allclose(np.asarray(apply(base, fresh, tokens)), plain, atol=1e-5, rtol=0)  # m = ||W||
+  rng = np.random.default_rng(6)
+  dora = jax.tree.map(lambda ab, m: {**ab, "m": m["m"] * (1 + 0.2 * rng.standard_normal(m["m"].shape))},
+                      adapters, magnitudes, is_leaf=lambda x: isinstance(x, dict) and "a" in x)
+  dora = _put(jax.device_get(dora), mesh)
+  forward = np.asarray(apply(base, dora, tokens))
+  merged = jax.jit(lambda b, a: lora_lib.merge(b, a, _CFG.lora_scale))(base, dora)
+  np.testing.assert_allclose(np.asarray(apply(merged, None, tokens)), forward, atol=1e-5, rtol=0)
+  assert np.abs(forward - np.asarray(apply(base, adapters, tokens))).max() > 1e-3  # the magnitude matters
+
+
+def check_lora_plus_gives_b_its_learning_rate(mesh=None):
+  optim = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, min_lr_ratio=1.0, decay_steps=0,
+                                         weight_decay=0.0, decay_embeddings=False, b1=0.9, b2=0.95, eps=1e-8,
+                                         grad_clip=0.0, mu_dtype="", name="adamw"))
+  rng = np.random.default_rng(7)
+  params = _put({"lora": {"q": {"a": rng.normal(size=(8, 4)).astype(np.float32),
+                                "b": rng.normal(size=(4, 8)).astype(np.float32)}}}, mesh)
+  grads = jax.tree.map(lambda x: x * 0.3 + 0.1, params)
+  updates = {}
+  for ratio in (1.0, 16.0):
+    tx = make_optimizer(optim, 10, ratio)
+    updates[ratio], _ = jax.jit(tx.update)(grads, jax.jit(tx.init)(params), params)
+  a1, b1 = (np.asarray(updates[1.0]["lora"]["q"][k]) for k in "ab")
+  a16, b16 = (np.asarray(updates[16.0]["lora"]["q"][k]) for k in "ab")
+  np.testing.assert_allclose(a16, a1, rtol=1e-6)  # A keeps the base learning rate
+  np.testing.assert_allclose(b16, 16.0 * b1, rtol=1e-6)  # B's is 16 x A's
+  np.testing.assert_allclose(np.abs(a1), 1e-2, rtol=1e-3)  # Adam's first step: lr x sign(g)
+
+
+def check_galore_full_rank_is_adamw_and_low_rank_projects(mesh=None):
+  rng = np.random.default_rng(8)
+  params = _put({"w": rng.normal(size=(16, 24)).astype(np.float32), "o": rng.normal(size=(4, 4, 16)).astype(np.float32),
+                 "scale": np.ones(16, np.float32)}, mesh)
+  grads = [jax.tree.map(lambda x, i=i: jnp.asarray(np.random.default_rng(20 + i).normal(size=x.shape),
+                                                    jnp.float32), params) for i in range(3)]
+  input_dims = lambda path, leaf: 2 if path[-1].key == "o" else 1
+  mask = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
+
+  def run(tx):
+    state, p = jax.jit(tx.init)(params), params
+    step = jax.jit(lambda g, s, p: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p)))
+    for g in grads:
+      p, state = step(g, state, p)
+    return p, state
+
+  kw = dict(b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, mask=mask)
+  full, _ = run(galore.galore_adamw(1e-2, rank=16, update_every=2, scale=0.25, input_dims=input_dims, **kw))
+  adamw, _ = run(optax.adamw(1e-2, **kw))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), full, adamw)
+
+  # Rank 2: moments are [2, 24] / [16, 2]-sized, and the first step lies in the span of the gradient's top-2
+  # singular vectors (refreshed at step 0), scaled by `scale`.
+  tx = galore.scale_by_galore_adam(2, 100, scale=0.25, b1=0.9, b2=0.95, eps=1e-8, input_dims=input_dims)
+  state = jax.jit(tx.init)(params)
+  assert state.mu["w"].shape == (2, 24) and state.mu["o"].shape == (2, 16) and state.proj["o"].shape == (16, 2)
+  assert state.mu["scale"].shape == (16,)
+  update, state = jax.jit(tx.update)(grads[0], state)
+  g = np.asarray(grads[0]["w"])
+  u, _, _ = np.linalg.svd(g)
+  top = u[:, :2]
+  step = np.asarray(update["w"])
+  np.testing.assert_allclose(top @ (top.T @ step), step, atol=1e-5)  # inside the rank-2 subspace
+  r = top.T @ g
+  np.testing.assert_allclose(np.abs(top.T @ step), 0.25 * np.abs(r) / (np.abs(r) + 1e-8), atol=1e-4)
+
+
+CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_model,
+          check_dora_merged_weight_equals_forward, check_lora_plus_gives_b_its_learning_rate,
+          check_galore_full_rank_is_adamw_and_low_rank_projects]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__[6:])
+def test_one_device(check):
+  check()
+
+
+_SHARDED = """
+import json, sys
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r})
+import jax, ml_collections
+from jaxllm import sharding
+import test_qlora
+assert jax.device_count() == 8
+mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2)))
+with jax.set_mesh(mesh):
+  for check in test_qlora.CHECKS:
+    check(mesh)
+print(json.dumps({{"passed": [c.__name__ for c in test_qlora.CHECKS]}}))
+"""
+
+
+def test_all_checks_under_an_8_device_mesh():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  script = _SHARDED.format(tests=os.path.join(REPO, "tests"), repo=REPO)
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(json.loads(proc.stdout.strip().splitlines()[-1])["passed"]) == len(CHECKS)
