@@ -173,9 +173,15 @@ def init_state(env: Env, task: Task, tx: optax.GradientTransformation) -> tuple[
     params_sh = {**params_sh, **jax.tree.map(lambda _: repl, extras)}
 
   abstract_opt = jax.eval_shape(tx.init, params)
-  # A state leaf shaped like its parameter shares its sharding; others (GaLore's projected moments) replicate.
-  opt_sh = optax.tree_map_params(tx, lambda leaf, s, p: s if leaf.shape == p.shape else repl, abstract_opt,
-                                 params_sh, params, transform_non_params=lambda _: repl)
+  # A state leaf shaped like its parameter shares its sharding; others (GaLore's projected moments) replicate;
+  # multi_transform's (LoRA+) masked-out leaves stay empty MaskedNodes.
+  def like_param(leaf, s, p):
+    if isinstance(leaf, optax.MaskedNode):
+      return leaf
+    return s if leaf.shape == p.shape else repl
+
+  opt_sh = optax.tree_map_params(tx, like_param, abstract_opt, params_sh, params, transform_non_params=lambda _: repl,
+                                 is_leaf=lambda x: isinstance(x, optax.MaskedNode))
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state,
                      rng=k_train, skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))

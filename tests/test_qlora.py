@@ -23,7 +23,7 @@ from jaxllm.state import make_optimizer
 
 ALL = lora_lib.parse_targets("q,k,v,o,gate,up,down")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CFG = ModelConfig(vocab_size=96, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
+_CFG = ModelConfig(vocab_size=96, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
                    max_seq_len=32, attn_bias=True, lora_scale=2.0)
 
 
@@ -193,6 +193,46 @@ def check_galore_full_rank_is_adamw_and_low_rank_projects(mesh=None):
   np.testing.assert_allclose(top @ (top.T @ step), step, atol=1e-5)  # inside the rank-2 subspace
   r = top.T @ g
   np.testing.assert_allclose(np.abs(top.T @ step), 0.25 * np.abs(r) / (np.abs(r) + 1e-8), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- wired through train.fit's state
+
+@pytest.mark.parametrize("overrides", [
+    {"lora.quantize": "nf4", "lora.dora": True, "lora.plus_ratio": 4.0, "lora.rslora": True},
+    {"lora.rank": 0, "optim.name": "galore", "optim.galore_rank": 8, "optim.galore_update_every": 2},
+], ids=["qlora_dora_plus", "galore"])
+def test_a_train_step_with_the_small_memory_options(tmp_path, initial_pretrain_workdir, overrides):
+  from conftest import tiny_config
+  from jaxllm import runtime, train
+  from jaxllm.data import sft as sft_data
+  from jaxllm.data import synthetic
+
+  config = tiny_config("sft_lora", tmp_path, "", init_from=initial_pretrain_workdir,
+                       **{"optim.warmup_steps": 0, **overrides})
+  env = runtime.prepare(config)
+  c = env.config
+  tx = make_optimizer(c.optim, 10, c.lora.plus_ratio)
+  state, state_sh = train.init_state(env, train.Task(loss="sft", batches=None), tx)
+  if c.lora.rank:  # the targeted base is held only quantized: 4-bit codes + scales, no f32 `w` beside them
+    assert set(state.frozen) == {"model", "quant"} and not lora_lib._walk(state.frozen["model"], lambda p, w: w)
+    assert all(set(proj) == {"a", "b", "m"} for proj in _projections(state.params["lora"]))
+    assert quant.nbytes(state.frozen["quant"]) < 0.2 * quant.nbytes(lora_lib._walk(
+        jax.device_get(runtime.load_pretrained(initial_pretrain_workdir).weights), lambda p, w: w))
+  else:
+    projected = [x for x in jax.tree.leaves(state.opt_state) if x.ndim == 2 and 8 in x.shape]
+    assert projected  # GaLore's rank-8 moments / bases
+  chats = [{"messages": m, "tools": ""} for m in synthetic.sft_examples(0, "train", 24)]
+  examples, stats = sft_data.encode(env.tokenizer, chats, c.data.seq_len)
+  batch = sft_data.train_batches(examples, stats, c.data.seq_len, c.data.batch_size, 0, env.tokenizer.pad_id).next()
+  before = jax.device_get(state)
+  step = jax.jit(train.make_train_step(env, "sft", tx, lambda s: 1e-2), out_shardings=(state_sh, None))
+  with env.mesh_context():
+    for _ in range(2):
+      state, metrics = step(state, batch)
+  after = jax.device_get(state)
+  assert np.isfinite(float(metrics["loss"])) and int(after.skipped) == 0
+  jax.tree.map(np.testing.assert_array_equal, after.frozen, before.frozen)
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), after.params, before.params)))
 
 
 CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_model,

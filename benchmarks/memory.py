@@ -1,0 +1,233 @@
+"""Fine-tuning memory, side by side: full AdamW, LoRA (f32 / bf16 base), QLoRA (int8 / NF4 base), GaLore.
+
+  python benchmarks/memory.py [--out=benchmarks/results/memory.json]   # d_model 1024, 12 layers, vocab 32k, seq 512
+  python benchmarks/memory.py --smoke                                   # tiny, < 1 min (tests/test_benchmarks_smoke.py)
+  python benchmarks/memory.py --rows=qlora_nf4,galore --steps=3
+
+Each row runs in its own subprocess (peak memories never mix) and builds its state and jitted step exactly as
+train.fit does (`benchmarks/train_step.jax_step`: init_state with its shardings, donation), then reports:
+  params / frozen / opt_state   bytes of each part of the TrainState (QLoRA's frozen: codes + scales + the
+                                untargeted weights, i.e. embedding, output head and norms, in model.param_dtype)
+  quantized_base                bytes of the targeted projections' base alone (as stored: codes + scales, or the
+                                plain weights for the LoRA rows), the quantity QLoRA shrinks
+  xla_*                         compiled.memory_analysis() of the train step: argument, output, alias (donated),
+                                temp (activations, gradients, dequantized matrices) bytes
+  peak_rss_mb                   host VmHWM over the whole row (init + compile + steps), and peak_rss_steps_mb over
+                                the timed steps alone (reset via /proc/self/clear_refs after the warm-up step)
+  step_s                        median of --steps timed steps after one warm-up, run through the compiled step
+                                (GaLore: the warm-up step is a refresh step with its SVDs, reported as
+                                refresh_step_s)
+Rows: LoRA rank 16 on q,k,v,o,gate,up,down; QLoRA with the untargeted weights in bf16 (as QLoRA keeps them),
+block 64 and double-quantized scales; GaLore rank 128, full parameters. Batch 1 x 512 tokens, f32 compute.
+A last row, `qwix_vs_jaxllm`, holds the same projections' NF4 storage and a forward + input-gradient product
+through qwix (qwix.quantize(..., 'nf4') + qwix.dot_general) against jaxllm's (quant.py + the model's
+checkpointed dequantize-and-multiply): the evaluation docs/memory.md reports.
+Results: docs/memory.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+SIZES = {
+    "default": dict(vocab=32768, d_model=1024, n_layers=12, n_heads=16, n_kv_heads=8, mlp=2816, seq=512, batch=1),
+    "smoke": dict(vocab=512, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, mlp=256, seq=64, batch=2),
+}
+ROWS = {  # row -> config overrides
+    "full_adamw": {},
+    "lora_f32": {"lora.rank": 16},
+    "lora_bf16": {"lora.rank": 16, "model.param_dtype": "bfloat16"},
+    "qlora_int8": {"lora.rank": 16, "model.param_dtype": "bfloat16", "lora.quantize": "int8"},
+    "qlora_nf4": {"lora.rank": 16, "model.param_dtype": "bfloat16", "lora.quantize": "nf4"},
+    "galore": {"optim.name": "galore", "optim.galore_rank": 128},
+}
+SMOKE_GALORE_RANK = 16
+MARK = "@@memory "
+
+
+def _env(s: dict, overrides: dict):
+  import jax
+  from configs import base
+  from jaxllm import sharding
+  from jaxllm.config import validate
+  from jaxllm.model import ModelConfig, Transformer
+  from jaxllm.runtime import Env
+
+  c = base.get_config()
+  c.model.update(vocab_size=s["vocab"], d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"],
+                 n_kv_heads=s["n_kv_heads"], head_dim=s["d_model"] // s["n_heads"], mlp_dim=s["mlp"],
+                 max_seq_len=s["seq"])
+  c.data.update(batch_size=s["batch"], seq_len=s["seq"])
+  c.mesh.data = -1
+  c.steps = 1000
+  c.lora.alpha = 32.0
+  c.update_from_flattened_dict(overrides)
+  validate(c, jax.device_count())
+  cfg = ModelConfig.from_config(c)
+  return Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
+             model=Transformer(cfg, deterministic=True), train_model=Transformer(cfg, deterministic=True),
+             pretrained=None)
+
+
+def _nbytes(tree) -> int:
+  import jax
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _targeted_base_bytes(state) -> int:
+  """Bytes of the targeted projections' frozen base: the quantized tree, or the plain `w`s of q..down."""
+  from jaxllm import lora as lora_lib
+  if "quant" in state.frozen:
+    return _nbytes(state.frozen["quant"])
+  if "model" not in state.frozen:
+    return 0
+  found = lora_lib._walk(state.frozen["model"], lambda path, proj: {"w": proj["w"]})
+  return _nbytes(found)
+
+
+def worker(row: str, s: dict, steps: int) -> dict:
+  import jax
+  from train_step import jax_step, lm_batches, peak_rss_mb, reset_peak_rss
+  from jaxllm import sharding
+
+  overrides = dict(ROWS[row])
+  if s is SIZES["smoke"] and row == "galore":
+    overrides["optim.galore_rank"] = SMOKE_GALORE_RANK
+  env = _env(s, overrides)
+  state, step_fn = jax_step(env, "lm")
+  out = {"params_bytes": _nbytes(state.params), "frozen_bytes": _nbytes(state.frozen),
+         "opt_state_bytes": _nbytes(state.opt_state), "quantized_base_bytes": _targeted_base_bytes(state)}
+  batches = [sharding.put_batch(b, env.mesh) for b in lm_batches(s, s["vocab"], steps + 1)]
+  with env.mesh_context():
+    t = time.perf_counter()
+    compiled = step_fn.lower(state, batches[0]).compile()
+    out["compile_s"] = time.perf_counter() - t
+    mem = compiled.memory_analysis()
+    out.update(xla_argument_bytes=mem.argument_size_in_bytes, xla_output_bytes=mem.output_size_in_bytes,
+               xla_alias_bytes=mem.alias_size_in_bytes, xla_temp_bytes=mem.temp_size_in_bytes)
+    t = time.perf_counter()
+    state, metrics = compiled(state, batches[0])
+    jax.block_until_ready(metrics)
+    out["refresh_step_s" if row == "galore" else "warmup_step_s"] = time.perf_counter() - t
+    out["peak_rss_mb"] = peak_rss_mb()  # init + compile + first step
+    reset_peak_rss()
+    times = []
+    for b in batches[1:]:
+      t = time.perf_counter()
+      state, metrics = compiled(state, b)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - t)
+  out.update(step_s=statistics.median(times), loss=float(metrics["loss"]), peak_rss_steps_mb=peak_rss_mb())
+  out["peak_rss_mb"] = max(out["peak_rss_mb"], out["peak_rss_steps_mb"])
+  return out
+
+
+def qwix_worker(s: dict, repeats: int) -> dict:
+  """NF4 storage and x @ W forward + input gradient for the model's projection shapes: qwix against jaxllm."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import qwix
+  from jaxllm import quant
+  from jaxllm.model import matmul_2d
+
+  d, f, hd = s["d_model"], s["mlp"], s["d_model"]
+  kv = s["n_kv_heads"] * (s["d_model"] // s["n_heads"])
+  shapes = [(d, hd), (d, kv), (d, kv), (hd, d), (d, f), (d, f), (f, d)]  # q k v o gate up down
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(s["batch"] * s["seq"], d)).astype(np.float32))
+
+  def timed(fn, *args):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+  out = {"qwix_bytes": 0, "jaxllm_bytes": 0, "bf16_bytes": 0, "qwix_s": 0.0, "jaxllm_s": 0.0,
+         "max_abs_diff": 0.0}
+  for k, n in shapes:
+    w = jnp.asarray(rng.normal(0, 0.02, (k, n)).astype(np.float32))
+    xin = x[:, :k] if k <= d else jnp.tile(x, (1, -(-k // d)))[:, :k]
+    qw = jax.jit(lambda w: qwix.quantize(w, "nf4", channelwise_axes=(1,), tiled_axes={0: 64}))(w)
+    ours = jax.jit(lambda w: quant.quantize(w, "nf4", 1, 64, True))(w)
+    dims = (((1,), (0,)), ((), ()))
+    qwix_loss = jax.jit(jax.value_and_grad(lambda x, q: qwix.dot_general(x, q, dims).sum()))
+    ours_loss = jax.jit(jax.value_and_grad(lambda x, q: jax.checkpoint(
+        lambda x, q: matmul_2d(x, quant.dequantize(q, (k, n), jnp.float32), 1))(x, q).sum()))
+    out["qwix_bytes"] += sum(a.on_device_size_in_bytes() for a in jax.tree.leaves(qw))
+    out["jaxllm_bytes"] += sum(a.on_device_size_in_bytes() for a in jax.tree.leaves(ours))
+    out["bf16_bytes"] += k * n * 2
+    out["qwix_s"] += timed(qwix_loss, xin, qw)
+    out["jaxllm_s"] += timed(ours_loss, xin, ours)
+    deq_q = np.asarray(qwix.dequantize(qw))
+    deq_o = np.asarray(quant.dequantize(ours, (k, n)))
+    out["max_abs_diff"] = max(out["max_abs_diff"], float(np.abs(deq_q - deq_o).max()))
+  return out
+
+
+def run_row(row: str, args) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), f"--worker={row}", f"--steps={args.steps}"]
+  if args.smoke:
+    cmd.append("--smoke")
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
+  if proc.returncode != 0 or not lines:
+    raise RuntimeError(f"row {row} failed:\n{proc.stderr[-4000:]}")
+  return json.loads(lines[-1][len(MARK):])
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--rows", default=",".join(list(ROWS) + ["qwix_vs_jaxllm"]))
+  p.add_argument("--steps", type=int, default=2, help="timed steps per row after one warm-up step")
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "memory.json"))
+  p.add_argument("--worker", default="")
+  args = p.parse_args()
+  size = SIZES["smoke" if args.smoke else "default"]
+  if args.worker:
+    from train_step import peak_rss_mb
+    if args.worker == "qwix_vs_jaxllm":
+      res = qwix_worker(size, max(args.steps, 1))
+      res["peak_rss_mb"] = peak_rss_mb()
+    else:
+      res = worker(args.worker, size, args.steps)
+    print(MARK + json.dumps(res), flush=True)
+    return
+  results = {}
+  for row in args.rows.split(","):
+    t = time.perf_counter()
+    results[row] = run_row(row, args)
+    print(f"{row}: {json.dumps(results[row])} ({time.perf_counter() - t:.0f} s)", flush=True)
+  bf16 = results.get("lora_bf16", {}).get("quantized_base_bytes")
+  adamw = results.get("full_adamw", {}).get("opt_state_bytes")
+  ratios = {}
+  if bf16:
+    for row in ("qlora_int8", "qlora_nf4"):
+      if row in results:
+        ratios[f"{row}_base_vs_bf16"] = results[row]["quantized_base_bytes"] / bf16
+        ratios[f"{row}_frozen_vs_bf16"] = results[row]["frozen_bytes"] / results["lora_bf16"]["frozen_bytes"]
+  if adamw and "galore" in results:
+    ratios["galore_opt_state_vs_adamw"] = results["galore"]["opt_state_bytes"] / adamw
+  report = {"size": size, "steps": args.steps, "rows": results, "ratios": ratios,
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPUs (shared)"}
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(report, f, indent=2)
+  print(json.dumps(ratios, indent=2))
+
+
+if __name__ == "__main__":
+  main()
