@@ -71,16 +71,17 @@ def _decay_mask(params, decay_embeddings: bool):
   return jax.tree_util.tree_map_with_path(want, params)
 
 
-def _adamw(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _adamw(optim: ml_collections.ConfigDict, schedule: optax.Schedule, seed: int) -> optax.GradientTransformation:
+  del seed
   return optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
                      mu_dtype=optim.mu_dtype or None, mask=lambda p: _decay_mask(p, optim.decay_embeddings))
 
 
-def _galore(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+def _galore(optim: ml_collections.ConfigDict, schedule: optax.Schedule, seed: int) -> optax.GradientTransformation:
   return galore.galore_adamw(
       schedule, rank=optim.galore_rank, update_every=optim.galore_update_every, scale=optim.galore_scale,
       b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
-      mask=lambda p: _decay_mask(p, optim.decay_embeddings), input_dims=galore_input_dims)
+      mask=lambda p: _decay_mask(p, optim.decay_embeddings), input_dims=galore_input_dims, seed=seed)
 
 
 def galore_input_dims(path, leaf) -> int:
@@ -103,10 +104,11 @@ def _lora_plus_labels(params):
       {getattr(p, "key", None) for p in path} else "base", params)
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, steps: int,
-                   plus_ratio: float = 1.0) -> optax.GradientTransformation:
+def make_optimizer(optim: ml_collections.ConfigDict, steps: int, plus_ratio: float = 1.0,
+                   seed: int = 0) -> optax.GradientTransformation:
   """optim.name's optimizer after global-norm clipping; with plus_ratio != 1 (LoRA+, Hayou et al. 2024) the
-  LoRA `b` matrices train at plus_ratio x the learning rate of everything else."""
+  LoRA `b` matrices train at plus_ratio x the learning rate of everything else. `seed` (config.seed) seeds
+  GaLore's randomized SVD."""
   parts = []
   if optim.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(optim.grad_clip))
@@ -114,8 +116,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps: int,
   build = OPTIMIZERS[optim.get("name", "adamw")]
   if plus_ratio != 1.0:
     parts.append(optax.multi_transform(
-        {"base": build(optim, schedule), "lora_b": build(optim, lambda s: plus_ratio * schedule(s))},
+        {"base": build(optim, schedule, seed), "lora_b": build(optim, lambda s: plus_ratio * schedule(s), seed)},
         _lora_plus_labels))
   else:
-    parts.append(build(optim, schedule))
+    parts.append(build(optim, schedule, seed))
   return optax.chain(*parts)

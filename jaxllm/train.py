@@ -200,7 +200,7 @@ def _row_tokens(batch: dict) -> int:
 def fit(env: Env, task: Task) -> dict[str, Any]:
   """Train to config.steps (resuming from the workdir's latest checkpoint) and return the final metrics."""
   config, mesh = env.config, env.mesh
-  tx = make_optimizer(config.optim, config.steps, config.lora.plus_ratio)
+  tx = make_optimizer(config.optim, config.steps, config.lora.plus_ratio, config.seed)
   schedule = learning_rate_schedule(config.optim, config.steps)
   state, state_sh = init_state(env, task, tx)
 
