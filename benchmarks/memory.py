@@ -103,7 +103,7 @@ def worker(row: str, s: dict, steps: int) -> dict:
   if s is SIZES["smoke"] and row == "galore":
     overrides["optim.galore_rank"] = SMOKE_GALORE_RANK
   env = _env(s, overrides)
-  state, step_fn = jax_step(env, "lm")
+  state, step_fn = jax_step(env, "pretrain")
   out = {"params_bytes": _nbytes(state.params), "frozen_bytes": _nbytes(state.frozen),
          "opt_state_bytes": _nbytes(state.opt_state), "quantized_base_bytes": _targeted_base_bytes(state)}
   batches = [sharding.put_batch(b, env.mesh) for b in lm_batches(s, s["vocab"], steps + 1)]

@@ -261,6 +261,7 @@ print(json.dumps({{"passed": [c.__name__ for c in test_qlora.CHECKS]}}))
 """
 
 
+@pytest.mark.slow
 def test_all_checks_under_an_8_device_mesh():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
   script = _SHARDED.format(tests=os.path.join(REPO, "tests"), repo=REPO)
