@@ -98,22 +98,32 @@ def quantize_leaf(w: jax.Array, name: str, lora: ml_collections.ConfigDict) -> d
   return quant.quantize(w, lora.quantize, INPUT_DIMS[name], lora.quant_block, lora.double_quant)
 
 
-def quantize_weights(weights: dict, lora: ml_collections.ConfigDict, on_device=None) -> dict:
-  """The weights tree with every targeted projection's `w` replaced by its quantized dict, one tensor at a
-  time (each full-precision matrix is released once its quantized copy exists). `on_device(path, fn, w)` runs
-  the quantization (default: a jit per tensor)."""
-  targets = parse_targets(lora.targets)
+# One jitted quantizer for all tensors: compiled once per weight shape, not once per tensor.
+_quantize_jit = jax.jit(quant.quantize, static_argnums=(1, 2, 3, 4))
 
-  def convert(path, proj):
+
+def _quantize_placed(w: jax.Array, name: str, lora: ml_collections.ConfigDict, shardings=None) -> dict:
+  q = _quantize_jit(w, lora.quantize, INPUT_DIMS[name], lora.quant_block, lora.double_quant)
+  return q if shardings is None else jax.device_put(q, shardings)
+
+
+def quantize_weights(weights: dict, lora: ml_collections.ConfigDict, convert=None) -> dict:
+  """The weights tree with every targeted projection's `w` replaced by its quantized dict, one tensor at a
+  time (each full-precision matrix is released once its quantized copy exists); `convert` as
+  `tensor_quantizer` makes it (default: unsharded)."""
+  targets = parse_targets(lora.targets)
+  convert = convert or tensor_quantizer(lora)
+
+  def one(path, proj):
     if path[-1] not in targets or quant.is_quantized(proj["w"]):
       return proj
-    fn = lambda w: quantize_leaf(w, path[-1], lora)
-    return {**proj, "w": on_device(path, fn, proj["w"]) if on_device else jax.jit(fn)(proj["w"])}
+    return {**proj, "w": convert(path + ("w",), proj["w"])}
 
-  return _rebuild(weights, convert)
+  return _rebuild(weights, one)
 
 
-def tensor_quantizer(lora: ml_collections.ConfigDict, weight_shardings: dict, mesh: jax.sharding.Mesh):
+def tensor_quantizer(lora: ml_collections.ConfigDict, weight_shardings: dict | None = None,
+                     mesh: jax.sharding.Mesh | None = None):
   """convert(path, array) for loaders reading a checkpoint tensor by tensor: a targeted projection's `w` comes
   back quantized (in shardings derived from the weight's), anything else unchanged; the full-precision tensor
   is garbage once converted, so at most one is alive beside the quantized model."""
@@ -122,9 +132,11 @@ def tensor_quantizer(lora: ml_collections.ConfigDict, weight_shardings: dict, me
   def convert(path: tuple[str, ...], x: jax.Array):
     if len(path) < 2 or path[-1] != "w" or path[-2] not in targets:
       return x
-    fn = lambda w: quantize_leaf(w, path[-2], lora)
-    sh = quant_shardings(path[-2], _lookup(weight_shardings, path), jax.eval_shape(fn, x), mesh)
-    return jax.jit(fn, out_shardings=sh)(x)
+    if weight_shardings is None:
+      return _quantize_placed(x, path[-2], lora)
+    abstract = jax.eval_shape(lambda w: quantize_leaf(w, path[-2], lora), x)
+    return _quantize_placed(x, path[-2], lora, quant_shardings(path[-2], _lookup(weight_shardings, path), abstract,
+                                                                mesh))
 
   return convert
 
@@ -196,9 +208,7 @@ def init_lora_state(weights: dict, weight_sh: dict, abstract: dict, lora: ml_col
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.meta.unbox(abstract))
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   if lora.quantize != "none":
-    weights = quantize_weights(weights, lora, lambda path, fn, w: jax.jit(
-        fn, out_shardings=quant_shardings(path[-1], _lookup(weight_sh, path)["w"], jax.eval_shape(fn, w),
-                                          mesh))(w))
+    weights = quantize_weights(weights, lora, tensor_quantizer(lora, weight_sh, mesh))
   adapters = jax.jit(lambda k: init_lora(shapes, targets, lora.rank, k), out_shardings=repl)(rng)
   if lora.dora:
     magnitudes = jax.jit(lambda w: init_magnitudes(w, shapes, targets), out_shardings=repl)(weights)

@@ -53,10 +53,7 @@ def _model_and_weights(mesh, seed: int = 0):
 
 def _quantized(base, weight_sh, kind, mesh):
   lcfg = _qcfg(kind)
-  if mesh is None:
-    return lora_lib.quantize_weights(base, lcfg)
-  convert = lora_lib.tensor_quantizer(lcfg, weight_sh, mesh)
-  return lora_lib.quantize_weights(base, lcfg, lambda path, fn, w: convert(path + ("w",), w))
+  return lora_lib.quantize_weights(base, lcfg, lora_lib.tensor_quantizer(lcfg, weight_sh, mesh))
 
 
 def _dequantized(quantized_weights, shapes):
@@ -194,6 +191,22 @@ def check_galore_full_rank_is_adamw_and_low_rank_projects(mesh=None):
   np.testing.assert_allclose(top @ (top.T @ step), step, atol=1e-5)  # inside the rank-2 subspace
   r = top.T @ g  # Adam's first step in the projected space is sign(r) (up to the basis' signs), times scale
   np.testing.assert_allclose(np.abs(top.T @ step), 0.25 * np.abs(r) / (np.abs(r) + 1e-8), atol=1e-4)
+
+
+def test_hf_import_quantizes_each_tensor_as_it_is_read(tmp_path):
+  from test_hf import _hf_model
+  from jaxllm import hf
+
+  _hf_model("llama", tmp_path)
+  _, full = hf.load(str(tmp_path))
+  lcfg = _qcfg("nf4", block=16)
+  calls = []
+  convert = lora_lib.tensor_quantizer(lcfg)
+  _, read = hf.load(str(tmp_path), convert=lambda path, x: calls.append(path) or convert(path, x))
+  assert len(calls) == len(jax.tree.leaves(full))  # one call per tensor, as each is read
+  want = lora_lib.quantize_weights(full, lcfg)
+  assert quant.is_quantized(read["layers_0"]["mlp"]["down"]["w"]) and not quant.is_quantized(read["embedding"])
+  jax.tree.map(np.testing.assert_array_equal, read, want)
 
 
 # ------------------------------------------------------------------------------- wired through train.fit's state
