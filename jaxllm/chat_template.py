@@ -9,11 +9,17 @@ LLaMA-Factory's `mask_history=False` does.
 
 Tool-calling data (a `tools` description string) is shown to the model in the system turn, after the system
 prompt if there is one, as LLaMA-Factory's templates do.
+
+A tokenizer that brings its own Jinja template (an imported Hugging Face folder, `HFTokenizer.chat_template`) is
+rendered with that template instead, exactly as transformers' apply_chat_template renders it
+(chat_template_jinja.py); the functions here are the one entry point for both, so SFT, chat, eval, DPO and GRPO
+all speak the model's own format.
 """
 from __future__ import annotations
 
 import dataclasses
 
+from jaxllm import chat_template_jinja as jinja
 from jaxllm.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool", "function_call")
@@ -29,6 +35,7 @@ class Rendered:
   loss_mask: list[int]  # 1 where the token is a target the model should learn to produce
   prompt_len: int  # tokens before the first loss-bearing token (the prompt, for truncation)
   turn_starts: tuple[int, ...] = ()  # offset of each message's first token (its <|im_start|>) in ids
+  system_end: int = 0  # tokens of the leading system turn (and what precedes it): kept when truncating
 
 
 def _role_header(tokenizer: Tokenizer, role: str) -> list[int]:
@@ -52,6 +59,8 @@ def render(tokenizer: Tokenizer, messages: list[dict], *, add_generation_prompt:
   """Render a conversation. With add_generation_prompt, append `<|im_start|>assistant\\n` (no loss)."""
   if train_on not in TRAIN_ON:
     raise ValueError(f"train_on={train_on!r} is not one of {TRAIN_ON}")
+  if _own_template(tokenizer):
+    return _render_own(tokenizer, messages, add_generation_prompt, train_on, tools)
   messages = with_tools(messages, tools)
   for i, message in enumerate(messages):
     if not isinstance(message, dict) or "role" not in message or "content" not in message:
@@ -78,18 +87,95 @@ def render(tokenizer: Tokenizer, messages: list[dict], *, add_generation_prompt:
     ids += header
     mask += [0] * len(header)
   prompt_len = next((i for i, m in enumerate(mask) if m), len(ids))
-  return Rendered(ids=ids, loss_mask=mask, prompt_len=prompt_len, turn_starts=tuple(starts))
+  system_end = starts[1] if len(starts) > 1 and messages[0]["role"] == "system" else 0
+  return Rendered(ids=ids, loss_mask=mask, prompt_len=prompt_len, turn_starts=tuple(starts), system_end=system_end)
 
 
 def prompt_ids(tokenizer: Tokenizer, messages: list[dict], tools: str = "") -> list[int]:
   """Ids of a conversation that ends where the assistant should start speaking."""
+  if _own_template(tokenizer):
+    return _render_own(tokenizer, messages, True, "last", tools, with_mask=False).ids
   return render(tokenizer, messages, add_generation_prompt=True, tools=tools).ids
 
 
 def completion_ids(tokenizer: Tokenizer, content: str) -> list[int]:
-  """Ids of an assistant answer as it follows `prompt_ids`: content, <|im_end|>, newline."""
+  """Ids of an assistant answer as it follows `prompt_ids`: content, end of turn (<|im_end|>), what follows it."""
+  if _own_template(tokenizer):
+    before, after = _renderer(tokenizer).turn_text()
+    return _encode_continuation(tokenizer, before + jinja.mark(content, _renderer(tokenizer).control) + after)
   return tokenizer.encode(content) + [tokenizer.im_end_id] + tokenizer.encode("\n")
 
 
+def answer_ids(tokenizer: Tokenizer, content: str) -> list[int]:
+  """An answer as a sampled completion ends: content and end-of-turn token, nothing after (reward / DPO sides)."""
+  ids = completion_ids(tokenizer, content)
+  stops = set(stop_ids(tokenizer))
+  last = max((i for i, t in enumerate(ids) if t in stops), default=len(ids) - 1)
+  return ids[:last + 1]
+
+
 def stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+  """Ids that end a reply: the template's end-of-turn token(s), the eos token, generation_config's eos ids."""
+  if _own_template(tokenizer):
+    renderer = _renderer(tokenizer)
+    _, after = renderer.turn_text()
+    ids = _encode_continuation(tokenizer, after)
+    ends = [i for i in ids if i in renderer.control_ids]
+    named = [tokenizer.named_id("eos_token")]
+    return tuple(dict.fromkeys(i for i in [*ends, *named, *tokenizer.generation_eos_ids] if i is not None))
   return (tokenizer.im_end_id, tokenizer.eot_id)
+
+
+# --------------------------------------------------------------------------- the model's own Jinja template
+
+def _own_template(tokenizer) -> bool:
+  return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _renderer(tokenizer) -> jinja.Renderer:
+  renderer = getattr(tokenizer, "_renderer", None)
+  if renderer is None:
+    renderer = tokenizer._renderer = jinja.Renderer(tokenizer)
+  return renderer
+
+
+def _encode_continuation(tokenizer, text: str) -> list[int]:
+  """Ids of `text` as it continues a rendered chat (no SentencePiece prefix space at its start)."""
+  return tokenizer.encode_marked(text, _renderer(tokenizer).control, first=False)[0]
+
+
+def _render_own(tokenizer, messages: list[dict], add_generation_prompt: bool, train_on: str, tools,
+                with_mask: bool = True) -> Rendered:
+  renderer = _renderer(tokenizer)
+  roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+  for i, message in enumerate(messages):
+    if not isinstance(message, dict) or "role" not in message:
+      raise ValueError(f"message {i}: expected a dict with 'role' and 'content', got {message!r:.80}")
+    if message["role"] not in ROLES:
+      raise ValueError(f"message {i}: unknown role {message['role']!r}; expected one of {ROLES}")
+  hf_messages = jinja.mark(jinja.to_hf_messages(messages), renderer.control)
+  hf_tools = jinja.mark(jinja.parse_tools(tools), renderer.control)
+  full = renderer.render_text(hf_messages, hf_tools, add_generation_prompt)
+  ids, starts = tokenizer.encode_marked(full, renderer.control)
+  mask = [0] * len(ids)
+  if not with_mask:
+    return Rendered(ids=ids, loss_mask=mask, prompt_len=len(ids))
+  spans = renderer.assistant_spans(hf_messages, roles, hf_tools, full) if any(
+      r in ASSISTANT_ROLES for r in roles) else []
+  for n, (_, a, b) in enumerate(spans):
+    if train_on == "last" and n != len(spans) - 1:
+      continue
+    inside = [t for t, s in enumerate(starts) if a <= s < b]
+    ends = [t for t in inside if ids[t] in renderer.control_ids]
+    for t in inside:
+      if not ends or t <= ends[-1]:  # not the newline a template writes after the end-of-turn token
+        mask[t] = 1
+  turn_chars = []
+  for k in range(len(messages)):
+    prefix = renderer._prefix(hf_messages[:k], hf_tools, False) if k else ""
+    turn_chars.append(len(prefix) if prefix is not None and full.startswith(prefix) else
+                      (turn_chars[-1] if turn_chars else 0))
+  turn_starts = tuple(next((t for t, s in enumerate(starts) if s >= c), len(ids)) for c in turn_chars)
+  prompt_len = next((i for i, m in enumerate(mask) if m), len(ids))
+  system_end = turn_starts[1] if len(turn_starts) > 1 and roles[0] == "system" else 0
+  return Rendered(ids=ids, loss_mask=mask, prompt_len=prompt_len, turn_starts=turn_starts, system_end=system_end)

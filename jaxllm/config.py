@@ -19,6 +19,8 @@ TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline", "serve")  # st
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots")
 _F32_MAX = float(np.finfo(np.float32).max)
+ROPE_SCALINGS = ("", "llama3", "linear")
+MLP_ACTS = ("silu", "gelu_tanh")
 EVAL_TASKS = ("perplexity", "accuracy", "classification", "pair_accuracy")
 LM_EVAL_PREFIX = "lm_eval:"  # eval.task = lm_eval:<task>[,<task>...]: lm-evaluation-harness tasks (lm_eval_run.py)
 
@@ -108,7 +110,14 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
   require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {DTYPES}")
   require(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} is not one of {DTYPES}")
   require(m.remat in REMAT, "model.remat", f"{m.remat!r} is not one of {REMAT}")
-  require(m.rope_scaling in ("", "llama3"), "model.rope_scaling", f"{m.rope_scaling!r} is not '' or 'llama3'")
+  require(m.rope_scaling in ROPE_SCALINGS, "model.rope_scaling", f"{m.rope_scaling!r} is not one of {ROPE_SCALINGS}")
+  require(m.sliding_window >= 0, "model.sliding_window", f"must be >= 0 (0 = full attention), got {m.sliding_window}")
+  require(m.global_every >= 0, "model.global_every", f"must be >= 0, got {m.global_every}")
+  require(m.global_every == 0 or m.sliding_window > 0, "model.global_every",
+          f"{m.global_every} needs model.sliding_window > 0 (local layers between the global ones)")
+  require(m.mlp_act in MLP_ACTS, "model.mlp_act", f"{m.mlp_act!r} is not one of {MLP_ACTS}")
+  for key in ("rope_local_theta", "attn_softcap", "final_softcap", "query_pre_attn_scalar"):
+    require(m[key] >= 0, f"model.{key}", f"must be >= 0 (0 = off), got {m[key]}")
 
   d = c.data
   require(d.batch_size > 0, "data.batch_size", f"must be > 0, got {d.batch_size}")
@@ -123,6 +132,8 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
           "built-in world")
   require(c.loss.chunk_size >= 0, "loss.chunk_size", f"must be >= 0 (0 = the whole vocabulary at once), got "
           f"{c.loss.chunk_size}")
+  require(not (c.loss.chunk_size and m.final_softcap), "loss.chunk_size",
+          f"vocabulary slices do not take soft-capped logits (model.final_softcap={m.final_softcap}); set 0")
 
   k = c.optim.grad_accum
   require(k >= 1, "optim.grad_accum", f"must be >= 1, got {k}")

@@ -1,5 +1,11 @@
 """Decoder-only transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU, optional qk-norm / qkv bias /
-tied embeddings, an optional static-shape KV cache, and optional LoRA adapters passed in as a pytree.
+tied embeddings / sliding-window attention, an optional static-shape KV cache, and optional LoRA adapters
+passed in as a pytree.
+
+Gemma 2 / 3 are the same network with switches (`hf.py` sets them from a config.json): embeddings scaled by
+sqrt(D), (1 + w) RMSNorm, GeGLU, an RMSNorm after attention and after the MLP as well as before, soft-capped
+attention scores and logits (cap * tanh(x / cap)), scores scaled by query_pre_attn_scalar ** -0.5, and local
+(sliding-window) layers with their own RoPE base between global ones (every `global_every`-th layer).
 
 Shape legend: the suffixes of array names in model, loss, sampler and rollout code (jaxllm/, jaxllm/losses/).
   B batch rows           L length (query positions)            S key length (the cache's, when decoding)
@@ -19,6 +25,7 @@ Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv_heads
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -51,7 +58,7 @@ class ModelConfig:
   mlp_dim: int = 704  # SwiGLU hidden width
   max_seq_len: int = 512  # longest sequence the model (and the KV cache) is built for
   rope_theta: float = 10000.0  # RoPE base
-  rope_scaling: str = ""  # '' | llama3 (Llama 3.1 long-context frequency scaling; set by HF import)
+  rope_scaling: str = ""  # '' | llama3 (Llama 3.1 long-context) | linear (positions / rope_factor); HF import
   rope_factor: float = 1.0  # llama3 scaling: low-frequency stretch
   rope_low_freq_factor: float = 1.0  # llama3 scaling: wavelength band edges, as in the HF config
   rope_high_freq_factor: float = 4.0
@@ -60,6 +67,16 @@ class ModelConfig:
   qk_norm: bool = False  # RMSNorm on queries and keys per head (Qwen3)
   attn_bias: bool = False  # biases on q/k/v projections (Qwen2)
   tie_embeddings: bool = False  # output head shares the input embedding matrix
+  sliding_window: int = 0  # > 0: each query attends to the last this-many positions only (Mistral); 0 = all
+  global_every: int = 0  # with sliding_window: 0 = all layers windowed; k = every k-th layer global (Gemma)
+  rope_local_theta: float = 0.0  # RoPE base of windowed layers, unscaled; 0 = as global ones (Gemma 3)
+  norm_plus_one: bool = False  # RMSNorm scales by (1 + w), w initialised at 0 (Gemma)
+  embed_scale: bool = False  # embeddings times sqrt(d_model) (Gemma)
+  mlp_act: str = "silu"  # MLP gate activation: silu (SwiGLU) | gelu_tanh (GeGLU, Gemma)
+  post_norms: bool = False  # RMSNorm on attention / MLP outputs before the residual add (Gemma 2 / 3)
+  attn_softcap: float = 0.0  # > 0: attention scores soft-capped at this: cap * tanh(s / cap) (Gemma 2)
+  final_softcap: float = 0.0  # > 0: output logits soft-capped at this (Gemma 2)
+  query_pre_attn_scalar: float = 0.0  # > 0: scores scaled by this ** -0.5, not head_dim ** -0.5 (Gemma)
   # compute dtype: float32 | bfloat16 (params stay param_dtype; softmax/loss f32)
   dtype: str = dataclasses.field(default="float32", metadata=_RUN_TIME)
   param_dtype: str = dataclasses.field(default="float32", metadata=_RUN_TIME)  # parameter storage dtype
@@ -105,6 +122,11 @@ def lora_scale(lora: ml_collections.ConfigDict) -> float:
   return lora.alpha / (math.sqrt(lora.rank) if lora.get("rslora", False) else lora.rank)
 
 
+def windowed(cfg: ModelConfig, layer: int) -> bool:
+  """Whether layer `layer` (0-based) attends through the sliding window."""
+  return cfg.sliding_window > 0 and (cfg.global_every == 0 or (layer + 1) % cfg.global_every != 0)
+
+
 def _init(cfg: ModelConfig, axes: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes)
 
@@ -112,14 +134,23 @@ def _init(cfg: ModelConfig, axes: tuple[str | None, ...]):
 class RMSNorm(nn.Module):
   eps: float
   param_dtype: Any = jnp.float32
+  plus_one: bool = False  # scale by (1 + w), w starting at 0 (Gemma); else by w, starting at 1
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                       (x.shape[-1],), self.param_dtype)
+    init = nn.initializers.zeros if self.plus_one else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, ("norm",)), (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (normed * scale.astype(jnp.float32)).astype(x.dtype)
+    return (normed * (scale.astype(jnp.float32) + float(self.plus_one))).astype(x.dtype)
+
+
+def norm(cfg: ModelConfig, name: str) -> RMSNorm:
+  return RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), cfg.norm_plus_one, name=name)
+
+
+def softcap(x: Array, cap: float) -> Array:
+  return x if cap <= 0 else jnp.tanh(x / cap) * cap
 
 
 def llama3_inv_freq(inv_freq, factor: float, low_freq_factor: float, high_freq_factor: float,
@@ -137,9 +168,14 @@ def llama3_inv_freq(inv_freq, factor: float, low_freq_factor: float, high_freq_f
   return xp.where(medium, smoothed, scaled)
 
 
-def rope_frequencies(cfg: ModelConfig) -> Array:
-  """Inverse frequencies [Dh/2] of the half-split ('rotate_half') RoPE layout Hugging Face Llama uses."""
+def rope_frequencies(cfg: ModelConfig, local: bool = False) -> Array:
+  """Inverse frequencies [Dh/2] of the half-split ('rotate_half') RoPE layout Hugging Face Llama uses; `local`:
+  a windowed layer's, at rope_local_theta and unscaled when that is set (Gemma 3)."""
+  if local and cfg.rope_local_theta > 0:
+    return 1.0 / (cfg.rope_local_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
   inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
+  if cfg.rope_scaling == "linear":
+    return inv_freq / cfg.rope_factor
   if cfg.rope_scaling == "llama3":
     inv_freq = llama3_inv_freq(inv_freq, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                                cfg.rope_original_max_len)
@@ -168,7 +204,8 @@ def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: 
   return causal_LS[None] & seen_BLS
 
 
-def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array) -> Array:
+def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array, scale: float | None = None,
+                  cap: float = 0.0) -> Array:
   """Softmax attention of H query heads over K kv heads (GQA) under a [B, L, S] bool mask; f32 softmax.
 
   Keys and values come kv-head-major in the KV cache's layouts, keys transposed ([B, K, Dh, S]) and values not
@@ -180,13 +217,15 @@ def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array) 
   rather than one against a transposed operand: the same speed in a training step, but in a decode step
   (M = G rows) XLA:CPU ran the transposed form ~6x slower (2.2 against 0.34 ms a layer at batch 128, 96
   slots). `jax.nn.dot_product_attention` (implementation=None is XLA's einsum here) was no faster.
+
+  `scale` replaces Dh ** -0.5; `cap` > 0 soft-caps the scores (cap * tanh(s / cap)) before the mask.
   """
   b, l, h, dh = q_BLHk.shape
   k_heads = k_BKkS.shape[1]
   g = h // k_heads
-  q_BKMk = (q_BLHk * jnp.asarray(dh ** -0.5, q_BLHk.dtype)).reshape(b, l, k_heads, g, dh)
+  q_BKMk = (q_BLHk * jnp.asarray(dh ** -0.5 if scale is None else scale, q_BLHk.dtype)).reshape(b, l, k_heads, g, dh)
   q_BKMk = q_BKMk.transpose(0, 2, 3, 1, 4).reshape(b, k_heads, g * l, dh)
-  scores_BKMS = jnp.einsum("BKMk,BKkS->BKMS", q_BKMk, k_BKkS, preferred_element_type=jnp.float32)
+  scores_BKMS = softcap(jnp.einsum("BKMk,BKkS->BKMS", q_BKMk, k_BKkS, preferred_element_type=jnp.float32), cap)
   scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKMS.reshape(b, k_heads, g, l, -1),
                            jnp.finfo(jnp.float32).min)
   # exp(s - max): the softmax numerator, <= 1; a fully masked row (none: padding sees padding) would come out
@@ -267,6 +306,7 @@ def lora_column_norm(w: Array, a: Array, b: Array, scale: float, n_in: int) -> A
 class Attention(nn.Module):
   cfg: ModelConfig
   deterministic: bool = True
+  local: bool = False  # a sliding-window layer (its own RoPE base where the config gives one)
 
   @nn.compact
   def __call__(self, x_BLD: Array, positions_BL: Array, mask_BLS: Array, cache: dict | None,
@@ -282,9 +322,9 @@ class Attention(nn.Module):
     k_BLKk = proj("k", (d,), (k, dh), ("embed", "kv_heads", "head_dim"), cfg.attn_bias)(x_BLD, lora.get("k"))
     v_BLKk = proj("v", (d,), (k, dh), ("embed", "kv_heads", "head_dim"), cfg.attn_bias)(x_BLD, lora.get("v"))
     if cfg.qk_norm:
-      q_BLHk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="q_norm")(q_BLHk)
-      k_BLKk = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), name="k_norm")(k_BLKk)
-    inv_freq = rope_frequencies(cfg)
+      q_BLHk = norm(cfg, "q_norm")(q_BLHk)
+      k_BLKk = norm(cfg, "k_norm")(k_BLKk)
+    inv_freq = rope_frequencies(cfg, self.local)
     q_BLHk = apply_rope(q_BLHk, positions_BL, inv_freq)
     k_BLKk = apply_rope(k_BLKk, positions_BL, inv_freq)
 
@@ -296,7 +336,9 @@ class Attention(nn.Module):
       v_BKSk = jax.lax.dynamic_update_slice(cache["v"], v_BKLk.astype(cache["v"].dtype), (0, 0, cache_index, 0))
       new_cache = {"k": k_BKkS, "v": v_BKSk}
 
-    out_BLHk = dot_attention(q_BLHk, k_BKkS.astype(q_BLHk.dtype), v_BKSk.astype(q_BLHk.dtype), mask_BLS)
+    scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar > 0 else None
+    out_BLHk = dot_attention(q_BLHk, k_BKkS.astype(q_BLHk.dtype), v_BKSk.astype(q_BLHk.dtype), mask_BLS, scale,
+                             cfg.attn_softcap)
     out_BLD = proj("o", (h, dh), (d,), ("heads", "head_dim", "embed"))(out_BLHk, lora.get("o"))
     return out_BLD, new_cache
 
@@ -313,24 +355,28 @@ class Mlp(nn.Module):
         x_BLD, lora.get("gate"))
     up_BLF = Projection(cfg, (d,), (f,), ("embed", "mlp"), False, self.deterministic, name="up")(
         x_BLD, lora.get("up"))
+    act = nn.silu if cfg.mlp_act == "silu" else functools.partial(nn.gelu, approximate=True)
     return Projection(cfg, (f,), (d,), ("mlp", "embed"), False, self.deterministic, name="down")(
-        nn.silu(gate_BLF) * up_BLF, lora.get("down"))
+        act(gate_BLF) * up_BLF, lora.get("down"))
 
 
 class Block(nn.Module):
   cfg: ModelConfig
   deterministic: bool = True
+  local: bool = False
 
   @nn.compact
   def __call__(self, x_BLD, positions_BL, mask_BLS, cache, cache_index, lora):
     cfg, lora = self.cfg, lora or {}
-    pdtype = jnp.dtype(cfg.param_dtype)
-    attn_BLD, new_cache = Attention(cfg, self.deterministic, name="attn")(
-        RMSNorm(cfg.norm_eps, pdtype, name="attn_norm")(x_BLD), positions_BL, mask_BLS, cache, cache_index,
-        lora.get("attn"))
+    attn_BLD, new_cache = Attention(cfg, self.deterministic, self.local, name="attn")(
+        norm(cfg, "attn_norm")(x_BLD), positions_BL, mask_BLS, cache, cache_index, lora.get("attn"))
+    if cfg.post_norms:
+      attn_BLD = norm(cfg, "post_attn_norm")(attn_BLD)
     x_BLD = x_BLD + attn_BLD
-    x_BLD = x_BLD + Mlp(cfg, self.deterministic, name="mlp")(
-        RMSNorm(cfg.norm_eps, pdtype, name="mlp_norm")(x_BLD), lora.get("mlp"))
+    mlp_BLD = Mlp(cfg, self.deterministic, name="mlp")(norm(cfg, "mlp_norm")(x_BLD), lora.get("mlp"))
+    if cfg.post_norms:
+      mlp_BLD = norm(cfg, "post_mlp_norm")(mlp_BLD)
+    x_BLD = x_BLD + mlp_BLD
     return nn.with_logical_constraint(x_BLD, ("batch", "length", None)), new_cache
 
 
@@ -350,8 +396,9 @@ class Transformer(nn.Module):
     block = Block if cfg.remat == "none" else nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat])
     self.embedding = self.param("embedding", _init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.d_model),
                                 jnp.dtype(cfg.param_dtype))
-    self.layers = [block(cfg, self.deterministic, name=f"layers_{i}") for i in range(cfg.n_layers)]
-    self.final_norm = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype))
+    self.layers = [block(cfg, self.deterministic, windowed(cfg, i), name=f"layers_{i}")
+                   for i in range(cfg.n_layers)]
+    self.final_norm = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), cfg.norm_plus_one)
     if not cfg.tie_embeddings:
       self.lm_head = self.param("lm_head", _init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
                                 jnp.dtype(cfg.param_dtype))
@@ -370,9 +417,12 @@ class Transformer(nn.Module):
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones((b, l), jnp.int32)
     lora = lora or {}
+    window = self.cfg.sliding_window
     if cache is None:
       slots_L = jnp.arange(l, dtype=jnp.int32)
       mask_BLS = attention_mask(slots_L, slots_L, segment_ids_BL, segment_ids_BL, prefix_ids_BL)
+      local_BLS = mask_BLS & (positions_BL[:, :, None] - positions_BL[:, None, :] < window) if window else None
+      # ^ by RoPE position: right for packed rows and shared-prefix branches alike
       index = None
     else:
       if prefix_ids_BL is not None:
@@ -380,14 +430,19 @@ class Transformer(nn.Module):
       index = cache["index"]
       seg_BS = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), (0, index))
       s = seg_BS.shape[1]
-      mask_BLS = attention_mask(index + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32),
-                                segment_ids_BL, seg_BS)
+      q_slot_L, k_slot_S = index + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32)
+      mask_BLS = attention_mask(q_slot_L, k_slot_S, segment_ids_BL, seg_BS)
+      # by slot: a row's tokens sit in consecutive slots (sampling.py), so slot gaps are position gaps
+      local_BLS = mask_BLS & (q_slot_L[:, None] - k_slot_S[None, :] < window)[None] if window else None
 
     x_BLD = jnp.take(self.embedding, tokens_BL, axis=0).astype(jnp.dtype(self.cfg.dtype))
+    if self.cfg.embed_scale:  # Gemma: sqrt(D) rounded to the compute dtype first, as transformers does
+      x_BLD = x_BLD * jnp.asarray(self.cfg.d_model ** 0.5, x_BLD.dtype)
     x_BLD = nn.with_logical_constraint(x_BLD, ("batch", "length", None))
     new_layers = []
     for i, layer in enumerate(self.layers):
-      x_BLD, layer_cache = layer(x_BLD, positions_BL, mask_BLS, None if cache is None else cache["layers"][i],
+      x_BLD, layer_cache = layer(x_BLD, positions_BL, local_BLS if windowed(self.cfg, i) else mask_BLS,
+                                 None if cache is None else cache["layers"][i],
                                  index, lora.get(f"layers_{i}"))
       new_layers.append(layer_cache)
     hidden_BLD = self.final_norm(x_BLD)
@@ -403,8 +458,8 @@ class Transformer(nn.Module):
 
   def head(self, hidden_BLD: Array) -> Array:
     """Final hidden states -> f32 logits [B, L, V]."""
-    return matmul_2d(hidden_BLD.astype(jnp.dtype(self.cfg.dtype)), self.head_matrix(), 1,
-                     preferred_element_type=jnp.float32)
+    return softcap(matmul_2d(hidden_BLD.astype(jnp.dtype(self.cfg.dtype)), self.head_matrix(), 1,
+                             preferred_element_type=jnp.float32), self.cfg.final_softcap)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:

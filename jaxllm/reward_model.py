@@ -146,8 +146,7 @@ class RewardModel:
     else:
       raise ValueError(f"score: expected (prompt, completion) or a conversation ending with an assistant turn, "
                        f"got {item!r:.100}")
-    return chat_template.prompt_ids(self.tokenizer, messages) + self.tokenizer.encode(completion) + [
-        self.tokenizer.im_end_id]
+    return chat_template.prompt_ids(self.tokenizer, messages) + chat_template.answer_ids(self.tokenizer, completion)
 
   def score(self, items: Sequence) -> np.ndarray:
     return self.score_tokens([self.encode(item) for item in items])

@@ -9,6 +9,9 @@ with the special tokens given the ids right after the last rank. On disk a token
 
 `encode` never produces a control token: "<|im_end|>" typed in text is plain bytes. Control tokens are
 inserted by id (`eot_id`, `im_end_id`, ...), as `chat_template` does.
+
+An imported Hugging Face tokenizer folder (tokenizer.json) is the other back end, `hf_tokenizer.HFTokenizer`,
+with the same interface; `Tokenizer.load` returns whichever the folder holds.
 """
 from __future__ import annotations
 
@@ -84,6 +87,9 @@ class Tokenizer:
     """Ordinary text only: a special token's spelling in `text` is encoded as its bytes."""
     return self.encoding.encode_ordinary(text)
 
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self.encoding.encode_ordinary_batch(list(texts))
+
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     """Special tokens decode to their spelling; a cut mid-character decodes to U+FFFD."""
     return self.encoding.decode(_int_list(ids))
@@ -131,11 +137,17 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> Tokenizer:
-    """`path`: a folder written by save(), a workdir holding one as tokenizer/, or a ranks file.
+    """`path`: a folder written by save(), a workdir holding one as tokenizer/, or a ranks file; or a Hugging
+    Face tokenizer folder (tokenizer.json, no ranks file), loaded as an `HFTokenizer`.
 
     A ranks file with no tokenizer_config.json beside it (e.g. a downloaded *.tiktoken) gets PAT_STR and the
     four SPECIAL_TOKENS at the ids after its last rank.
     """
+    for folder in (path, os.path.join(path, "tokenizer")):
+      if os.path.isfile(os.path.join(folder, "tokenizer.json")) and not os.path.isfile(
+          os.path.join(folder, RANKS_FILE)):
+        from jaxllm.hf_tokenizer import HFTokenizer  # local: hf_tokenizer is the other back end
+        return HFTokenizer.load(folder)
     ranks_path = _find_ranks(path)
     ranks = _read_ranks(ranks_path)
     config_path = os.path.join(os.path.dirname(ranks_path), CONFIG_FILE)

@@ -56,6 +56,11 @@ def _base(**changes):
     ({"stage": "finetune"}, 1, "stage"),
     ({"lora.rank": 4, "lora.targets": "q,qq"}, 1, "lora.targets"),
     ({"loss.chunk_size": -1}, 1, "loss.chunk_size"),
+    ({"model.sliding_window": -4}, 1, "model.sliding_window"),
+    ({"model.global_every": 2}, 1, "model.global_every"),  # needs a window
+    ({"model.mlp_act": "relu"}, 1, "model.mlp_act"),
+    ({"model.rope_scaling": "yarn"}, 1, "model.rope_scaling"),
+    ({"model.final_softcap": 30.0, "loss.chunk_size": 64}, 1, "loss.chunk_size"),
     ({"stage": "dpo"}, 1, "dpo"),  # the objective's section is missing from a pretrain config
 ])
 def test_inconsistent_values_name_the_key(changes, n_devices, key):

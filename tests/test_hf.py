@@ -1,6 +1,7 @@
-"""Hugging Face interop: tiny random transformers models (llama, qwen2, qwen3, mistral) import with the same
+"""Hugging Face interop: tiny random transformers models (llama, qwen2, qwen3, mistral, gemma2, gemma3) import with the same
 logits and greedy generations; jaxllm models export to folders transformers loads with the same logits; a
-byte-level BPE tokenizer.json imports to tiktoken encoding identically; unsupported features fail by name."""
+byte-level BPE tokenizer.json imports encoding identically; unsupported features fail by name. Other
+tokenizer families and chat templates: tests/test_hf_chat.py."""
 import dataclasses
 import json
 import os
@@ -32,6 +33,15 @@ ARCHS = {  # name -> (config class, overrides): GQA everywhere; tied/untied; qkv
     "qwen2": ("Qwen2Config", {}),
     "qwen3": ("Qwen3Config", {"head_dim": 24}),
     "mistral": ("MistralConfig", {"sliding_window": None}),
+    "mistral_window": ("MistralConfig", {"sliding_window": 8}),  # TOKENS are 24 long: 3x past the window
+    # local layer 0 (window 8), global layer 1; capped scores and logits; query_pre_attn_scalar != head_dim
+    "gemma2": ("Gemma2Config", {"head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 24,
+                                "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0}),
+    # + q/k-norm, local layers at their own RoPE base, linear RoPE scaling on the global layer
+    "gemma3": ("Gemma3TextConfig", {"head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 16,
+                                    "layer_types": ["sliding_attention", "full_attention"],
+                                    "rope_local_base_freq": 100.0, "rope_theta": 1e4,
+                                    "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "llama3_rope": ("LlamaConfig", {"rope_scaling": {  # Llama 3.1 long-context RoPE
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 16}}),
@@ -98,8 +108,9 @@ def test_import_matches_transformers_logits(arch, tmp_path):
   assert hf.is_hf_folder(str(tmp_path))
   assert os.path.exists(tmp_path / "model.safetensors.index.json") == bool(shard)
   cfg, weights = hf.load(str(tmp_path))
-  assert cfg["tie_embeddings"] == (arch == "llama_tied") and ("lm_head" in weights) != cfg["tie_embeddings"]
-  assert cfg["attn_bias"] == (arch == "qwen2") and cfg["qk_norm"] == (arch == "qwen3")
+  assert cfg["tie_embeddings"] == (arch in ("llama_tied", "gemma2", "gemma3"))
+  assert ("lm_head" in weights) != cfg["tie_embeddings"]
+  assert cfg["attn_bias"] == (arch == "qwen2") and cfg["qk_norm"] == (arch in ("qwen3", "gemma3"))
   np.testing.assert_allclose(_jax_logits(cfg, weights, TOKENS), _torch_logits(model, TOKENS), atol=1e-4, rtol=0)
 
 
@@ -145,15 +156,17 @@ def test_import_in_bf16(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), bf16, f32)
 
 
-def test_greedy_generation_matches_transformers(tmp_path):
-  model = _hf_model("qwen2", tmp_path, seed=3)
+@pytest.mark.parametrize("arch", ["qwen2", "mistral_window", "gemma2", "gemma3"])
+def test_greedy_generation_matches_transformers(arch, tmp_path):
+  """32 greedy tokens; with a window of 8 the KV-cached decode runs far past it."""
+  model = _hf_model(arch, tmp_path, seed=3)
   cfg, weights = hf.load(str(tmp_path))
-  prompt = [5, 17, 250, 3, 99]
-  ours = generate(Transformer(ModelConfig(**cfg)), weights, [prompt], SamplingParams(max_new_tokens=20),
+  prompt = [5, 17, 250, 3, 99, 7, 8, 9, 10, 11]
+  ours = generate(Transformer(ModelConfig(**cfg)), weights, [prompt], SamplingParams(max_new_tokens=32),
                   jax.random.PRNGKey(0))
   model.generation_config.eos_token_id = None
   with torch.no_grad():
-    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, pad_token_id=0)
+    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False, pad_token_id=0)
   assert ours.tokens[0].tolist() == theirs[0, len(prompt):].tolist()
 
 
@@ -169,10 +182,19 @@ def jaxllm_tokenizer():
   return train_bpe(_corpus(), 296, name="rt")  # 292 ranks + 4 specials, under the models' 300
 
 
+GEMMA2 = dict(post_norms=True, norm_plus_one=True, embed_scale=True, mlp_act="gelu_tanh", tie_embeddings=True,
+              sliding_window=8, global_every=2, attn_softcap=5.0, final_softcap=3.0, query_pre_attn_scalar=24.0)
+
+
 @pytest.mark.parametrize("features, arch", [
     ({}, "LlamaForCausalLM"),
     ({"attn_bias": True, "tie_embeddings": True}, "Qwen2ForCausalLM"),
     ({"qk_norm": True, "attn_bias": True, "head_dim": 24}, "Qwen3ForCausalLM"),  # zero o_proj bias
+    ({"sliding_window": 8}, "MistralForCausalLM"),
+    ({"sliding_window": 8, "attn_bias": True}, "Qwen2ForCausalLM"),
+    (GEMMA2, "Gemma2ForCausalLM"),
+    ({**GEMMA2, "attn_softcap": 0.0, "final_softcap": 0.0, "qk_norm": True, "rope_local_theta": 100.0,
+      "rope_scaling": "linear", "rope_factor": 2.0, "query_pre_attn_scalar": 16.0}, "Gemma3ForCausalLM"),
 ])
 def test_export_round_trip(features, arch, tmp_path, jaxllm_tokenizer):
   base = dict(vocab_size=300, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
@@ -206,11 +228,13 @@ def test_exported_tokenizer_loads_in_transformers(tmp_path, jaxllm_tokenizer):
   assert theirs.eos_token_id == tok.im_end_id and theirs.pad_token_id == tok.pad_id
   generation = json.loads((tmp_path / "generation_config.json").read_text())
   assert generation["eos_token_id"] == [tok.im_end_id, tok.eot_id]
-  # and imported back: the same ranks, specials and encodings
+  # and imported back (through `tokenizers`, its ChatML template now the model's own): the same ids
   again = hf.load_tokenizer(str(tmp_path))
-  assert again.encoding._mergeable_ranks == tok.encoding._mergeable_ranks
+  assert again.chat_template and all(again.encode(text) == tok.encode(text) for text in VARIED)
   assert (again.eot_id, again.im_start_id, again.im_end_id, again.pad_id) == \
       (tok.eot_id, tok.im_start_id, tok.im_end_id, tok.pad_id)
+  assert chat_template.prompt_ids(again, messages) == chat_template.prompt_ids(tok, messages)
+  assert set(chat_template.stop_ids(again)) == set(chat_template.stop_ids(tok))
 
 
 def _hf_tokenizer(folder, vocab_size: int, specials=tuple(QWEN_SPECIALS), eos="<|im_end|>",
@@ -239,7 +263,7 @@ def test_imported_tokenizer_encodes_like_tokenizers(tmp_path):
     assert ours.encode(text) == theirs.encode(text, add_special_tokens=False).ids, text
     assert ours.decode(ours.encode(text)) == text
   marked = "<|im_start|>user\nhi 你好<|im_end|>\n<|endoftext|>"
-  assert ours.encoding.encode(marked, allowed_special="all") == theirs.encode(marked).ids
+  assert ours.special_id("<|im_end|>") not in ours.encode(marked)  # typed specials are text
   assert ours.eot_id == theirs.token_to_id("<|endoftext|>")
   assert (ours.im_start_id, ours.im_end_id) == tuple(theirs.token_to_id(t) for t in QWEN_SPECIALS[1:])
   assert chat_template.prompt_ids(ours, [{"role": "user", "content": "hi"}])[0] == ours.im_start_id
@@ -249,14 +273,10 @@ def test_tokenizer_without_chatml_markers_fails_at_chat_time(tmp_path):
   _hf_tokenizer(tmp_path, 400, specials=("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"),
                 eos="<|end_of_text|>", pad="<|end_of_text|>")
   ours = hf.load_tokenizer(str(tmp_path))
+  assert ours.chat_template is None
   with pytest.raises(ValueError, match="im_start"):
     chat_template.prompt_ids(ours, [{"role": "user", "content": "hi"}])
-  config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-  assert hf.vocab._aliases(ours.encoding._special_tokens, config) == \
-      {"<|endoftext|>": "<|end_of_text|>", "<|pad|>": "<|end_of_text|>"}
-  qwen2 = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
-  assert hf.vocab._aliases(qwen2, {"pad_token": "<|endoftext|>"}) == \
-      {"<|pad|>": "<|endoftext|>"}  # Qwen2
+  assert ours.eot_id == ours.pad_id == ours.special_id("<|end_of_text|>")
 
 
 def test_export_stage_from_hf_folder(tmp_path):
@@ -344,11 +364,16 @@ def test_unsupported_config_features_are_named(change, match):
     hf.model_config_from_hf({**SMALL, "model_type": "llama", **change})
 
 
-def test_sliding_window_limits_max_seq_len():
-  mistral = {**SMALL, "model_type": "mistral", "sliding_window": 32}
-  assert hf.model_config_from_hf(mistral)["max_seq_len"] == 32
-  qwen = {**SMALL, "model_type": "qwen2", "sliding_window": 32, "use_sliding_window": False}
-  assert hf.model_config_from_hf(qwen)["max_seq_len"] == 128
+def test_sliding_window_config():
+  """Imported as model.sliding_window with max_seq_len kept; Qwen's per-layer windows only when all or none."""
+  mistral = hf.model_config_from_hf({**SMALL, "model_type": "mistral", "sliding_window": 32})
+  assert (mistral["sliding_window"], mistral["max_seq_len"]) == (32, 128)
+  qwen = {**SMALL, "model_type": "qwen2", "sliding_window": 32}
+  assert hf.model_config_from_hf({**qwen, "use_sliding_window": False})["sliding_window"] == 0
+  assert hf.model_config_from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 0})["sliding_window"] == 32
+  with pytest.raises(ValueError, match="sliding window on some layers only \\(1 of 2"):
+    hf.model_config_from_hf({**qwen, "use_sliding_window": True, "max_window_layers": 1})
+  assert hf.hf_config({**mistral, "head_dim": 16})["model_type"] == "mistral"
 
 
 def test_missing_weights_and_nonzero_o_bias_fail(tmp_path):
@@ -398,4 +423,7 @@ def test_a_stage_trains_from_an_hf_folder(tmp_path, tokenizer_dir):
 def test_every_architecture_key_has_a_hugging_face_counterpart():
   from jaxllm.model import ARCHITECTURE_KEYS
   switches = {"qk_norm", "attn_bias"}  # model_type (and attention_bias) on the HF side
+  switches |= {"sliding_window", "mlp_act"}  # sliding_window / layer_types per model_type; hidden_act
+  switches |= {"global_every", "rope_local_theta", "norm_plus_one", "embed_scale", "post_norms", "attn_softcap",
+               "final_softcap", "query_pre_attn_scalar"}  # Gemma's, both ways in hf_gemma.py
   assert set(hf.weights.HF_NAMES) | set(hf.weights.HF_ROPE_NAMES) | switches == set(ARCHITECTURE_KEYS)

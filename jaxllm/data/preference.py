@@ -88,7 +88,7 @@ def check_record(record: dict) -> str | None:
 
 
 def answer_ids(tokenizer: Tokenizer, content: str) -> list[int]:
-  return tokenizer.encode(content) + [tokenizer.im_end_id]
+  return chat_template.answer_ids(tokenizer, content)
 
 
 def fit_pair(prompt: list[int], answers: list[list[int]], budget: int,

@@ -64,7 +64,7 @@ class Stats:
             f"{d['padding_share']:.1%} are padding")
 
 
-def truncate(rendered: chat_template.Rendered, max_ids: int, has_system: bool,
+def truncate(rendered: chat_template.Rendered, max_ids: int,
              prompt_fraction: float | None = None) -> tuple[list[int], list[int], bool] | None:
   """(ids, mask, was_truncated) holding at most max_ids ids with the answer whole if it fits; else the answer
   cut at its end after the prompt's last prompt_fraction * max_ids ids (None when prompt_fraction is None)."""
@@ -83,7 +83,7 @@ def truncate(rendered: chat_template.Rendered, max_ids: int, has_system: bool,
     keep = min(answer, max(1, int(max_ids * prompt_fraction)))
     cut = slice(answer - keep, answer - keep + max_ids)
     return ids[cut], mask[cut], True
-  system_end = rendered.turn_starts[1] if has_system and len(rendered.turn_starts) > 1 else 0
+  system_end = rendered.system_end
   if system_end >= answer or system_end + answer_len > max_ids:
     system_end = 0  # the system turn does not fit beside the answer (or is the answer's own prefix): cut it too
   keep = max_ids - system_end - answer_len  # prompt tokens kept, from the end of the prompt
@@ -101,10 +101,9 @@ def encode(tokenizer: Tokenizer, conversations: list[dict], seq_len: int, *, tra
   examples = []
   for i, conv in enumerate(conversations):
     try:
-      messages = chat_template.with_tools(conv["messages"], conv.get("tools", ""))
-      rendered = chat_template.render(tokenizer, messages, train_on=train_on)
-      has_system = bool(messages) and messages[0]["role"] == "system"
-      fitted = truncate(rendered, seq_len + 1, has_system, prompt_fraction if on_long == "truncate" else None)
+      messages = conv["messages"]
+      rendered = chat_template.render(tokenizer, messages, train_on=train_on, tools=conv.get("tools", ""))
+      fitted = truncate(rendered, seq_len + 1, prompt_fraction if on_long == "truncate" else None)
     except (ValueError, KeyError, TypeError) as e:
       message = f"{source}: record {i}: {type(e).__name__}: {e}"
       if on_bad == "skip":

@@ -1,21 +1,22 @@
-"""Hugging Face interoperability: `config.json` + safetensors (+ a byte-level BPE `tokenizer.json`) in and out,
-in three modules: weights.py (config and weights import), vocab.py (tokenizer conversion), save.py (export).
+"""Hugging Face interoperability: `config.json` + safetensors + the tokenizer folder in and out, in three modules:
+weights.py (config and weights import), vocab.py (tokenizers), save.py (export); Gemma's keys in hf_gemma.py.
 
   cfg, weights = hf.load("Qwen2.5-0.5B/", dtype="bfloat16")       # model.* keys and the params pytree
-  tokenizer = hf.load_tokenizer("Qwen2.5-0.5B/")                  # a jaxllm Tokenizer (tiktoken inside)
+  tokenizer = hf.load_tokenizer("Qwen2.5-0.5B/")                  # an HFTokenizer (`tokenizers` inside)
   hf.export("out/", cfg, weights, tokenizer)                      # transformers.from_pretrained("out/") loads it
 
-The four supported layouts are jaxllm's one architecture (RMSNorm, rotate_half RoPE, GQA, SwiGLU) with different
-switches: llama and mistral (plain), qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm, explicit head_dim).
-Anything else (another model_type or activation, MLP biases, a nonzero o_proj bias, an unsupported rope
-scaling, partial rotary) is a ValueError that names it, never a silently wrong model.
+The supported layouts are jaxllm's one architecture (RMSNorm, rotate_half RoPE, GQA, gated MLP) with different
+switches: llama (plain), mistral (sliding window), qwen2 (q/k/v biases), qwen3 (per-head q/k RMSNorm, explicit
+head_dim), gemma2 / gemma3_text (hf_gemma.py). docs/hf.md lists them and what is refused. Anything else
+(another model_type or activation, MLP biases, a nonzero o_proj bias, an unsupported rope scaling, partial
+rotary) is a ValueError that names it, never a silently wrong model.
 
 Conversions: an HF Linear weight is [out, in]; jaxllm's `w` is [in..., out...] with heads split out (q/k/v
 [D, H, Dh], o [H, Dh, D]). Both use the rotate_half RoPE layout, so q/k need no permutation.
 
-Sliding-window attention (Mistral v0.1, Qwen with use_sliding_window) is not implemented; a window W only
-changes attention for sequences longer than W, so such a model imports with max_seq_len = min(max positions,
-W) and is exact for every sequence jaxllm will then feed it.
+Sliding-window attention (Mistral; Qwen2/3 with use_sliding_window on every layer; Gemma's local layers)
+imports as `model.sliding_window` and is computed as transformers does, in training and in the KV cache, at any
+length.
 
 Memory: `load` reads one tensor at a time (each file opened only for that read, so no mapped file pages
 accumulate) and places it straight into its device/sharding. Given shardings, each device's block is read on its

@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import struct
 from typing import Any
 
 import jax
 import numpy as np
 
+from jaxllm import hf_gemma
 from jaxllm.hf.vocab import write_tokenizer
-from jaxllm.hf.weights import DTYPES, HF_NAMES, HF_ROPE_NAMES, INDEX, get, hf_shape, tensor_map, to_hf
+from jaxllm.hf.weights import ACTIVATIONS, DTYPES, HF_NAMES, HF_ROPE_NAMES, INDEX, get, hf_shape, tensor_map, to_hf
+from jaxllm.hf_tokenizer import HFTokenizer
 from jaxllm.tokenizer import Tokenizer
 
 _SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
+_GEMMA_ONLY = ("norm_plus_one", "embed_scale", "attn_softcap", "final_softcap", "query_pre_attn_scalar",
+               "global_every", "rope_local_theta")
+
+
 def _architecture(cfg: dict) -> tuple[str, str]:
+  if hf_gemma.is_gemma(cfg):
+    return ("gemma3_text", "Gemma3ForCausalLM") if cfg["qk_norm"] else ("gemma2", "Gemma2ForCausalLM")
+  if cfg.get("sliding_window") and not cfg["qk_norm"] and not cfg["attn_bias"]:
+    return "mistral", "MistralForCausalLM"
   if cfg["qk_norm"]:
     return "qwen3", "Qwen3ForCausalLM"  # attn_bias: q/k/v biases plus an all-zero o_proj bias
   if cfg["attn_bias"]:
@@ -27,13 +38,28 @@ def _architecture(cfg: dict) -> tuple[str, str]:
 
 
 def hf_config(cfg: dict, dtype: str = "float32") -> dict:
-  """jaxllm model.* keys -> a transformers config.json (llama, qwen2 or qwen3 by the features used)."""
+  """jaxllm model.* keys -> a transformers config.json (llama, mistral, qwen2, qwen3, gemma2 or gemma3_text by
+  the features used); ValueError for a combination no Hugging Face architecture computes."""
   model_type, arch = _architecture(cfg)
+  act = {ours: theirs for theirs, ours in ACTIVATIONS.items()}[cfg.get("mlp_act", "silu")]
   out = {"architectures": [arch], "model_type": model_type, **{theirs: cfg[ours] for ours, theirs in HF_NAMES.items()},
-         "head_dim": cfg["head_dim"] or cfg["d_model"] // cfg["n_heads"], "hidden_act": "silu", "torch_dtype": dtype}
+         "head_dim": cfg["head_dim"] or cfg["d_model"] // cfg["n_heads"], "hidden_act": act, "torch_dtype": dtype}
   if model_type != "qwen2":
     out.update(attention_bias=cfg["attn_bias"], mlp_bias=False)
-  if cfg.get("rope_scaling"):
+  if hf_gemma.is_gemma(cfg):
+    return {**out, **hf_gemma.hf_config(cfg)}
+  gemma_only = sorted(k for k in _GEMMA_ONLY if cfg.get(k))
+  if gemma_only:
+    raise ValueError(f"model.{gemma_only[0]} is set but model.post_norms is not: no Hugging Face architecture "
+                     "computes that (Gemma 2 / 3 have post_norms)")
+  if model_type == "mistral":
+    out["sliding_window"] = cfg["sliding_window"]
+  elif model_type in ("qwen2", "qwen3"):  # every layer windowed, or none
+    out.update(use_sliding_window=bool(cfg.get("sliding_window")), sliding_window=cfg.get("sliding_window") or None,
+               max_window_layers=0)
+  if cfg.get("rope_scaling") == "linear":
+    out["rope_scaling"] = {"rope_type": "linear", "factor": cfg["rope_factor"]}
+  elif cfg.get("rope_scaling"):
     out["rope_scaling"] = {theirs: cfg[ours] for ours, theirs in HF_ROPE_NAMES.items()}
   return out
 
@@ -71,11 +97,32 @@ def _split(items: list, nbytes, max_bytes: int) -> list[list]:
   return groups
 
 
-def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer, max_shard_bytes: int = 2**31,
-           dtype: str = "float32") -> list[str]:
+def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer | HFTokenizer,
+           max_shard_bytes: int = 2**31, dtype: str = "float32") -> list[str]:
   """Write a transformers model folder: config.json, safetensors (sharded with an index above
-  max_shard_bytes), tokenizer.json / tokenizer_config.json (ChatML template), generation_config.json.
-  `weights` are merged base weights (load_pretrained merges LoRA). Returns the files written."""
+  max_shard_bytes), the tokenizer files (an imported model's own, chat template included; a jaxllm tokenizer as
+  tokenizer.json with a ChatML template), generation_config.json. `weights` are merged base weights
+  (load_pretrained merges LoRA). Returns the files written.
+
+  Everything is written to a staging folder beside `folder` first and moved in only when all of it is written,
+  so a failed export leaves `folder` as it was."""
+  staging = f"{os.path.normpath(folder)}.partial-{os.getpid()}"
+  shutil.rmtree(staging, ignore_errors=True)
+  try:
+    written = _write_folder(staging, model_config, weights, tokenizer, max_shard_bytes, dtype)
+    os.makedirs(folder, exist_ok=True)
+    for stale in os.listdir(folder):  # a previous export's shards would shadow or mix with these
+      if stale.startswith("model") and stale.endswith((".safetensors", INDEX)):
+        os.remove(os.path.join(folder, stale))
+    for name in written:
+      os.replace(os.path.join(staging, name), os.path.join(folder, name))
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return written
+
+
+def _write_folder(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer | HFTokenizer,
+                  max_shard_bytes: int, dtype: str) -> list[str]:
   cfg = dict(model_config)
   cfg["head_dim"] = cfg.get("head_dim") or cfg["d_model"] // cfg["n_heads"]
   model_type = _architecture(cfg)[0]
@@ -87,27 +134,22 @@ def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer, 
     return lambda: to_hf(np.asarray(jax.device_get(get(weights, path))), layout)
 
   tensors = [(name, hf_shape(cfg, path, layout), fetch(path, layout)) for name, (path, layout) in spec.items()]
-  os.makedirs(folder, exist_ok=True)
-  for stale in os.listdir(folder):  # a previous export's shards would shadow or mix with these
-    if stale.startswith("model") and stale.endswith((".safetensors", INDEX)):
-      os.remove(os.path.join(folder, stale))
+  config = hf_config(cfg, dtype)  # first: its errors cost no writing
+  os.makedirs(folder)
+  special_ids = write_tokenizer(folder, tokenizer, cfg["max_seq_len"])
   itemsize = DTYPES[dtype].itemsize
   shards = _split(tensors, lambda t: math.prod(t[1]) * itemsize, max_shard_bytes)
   names = (["model.safetensors"] if len(shards) == 1 else
            [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
   for name, shard in zip(names, shards):
     write_safetensors(os.path.join(folder, name), shard, dtype)
-  written = list(names)
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(math.prod(t[1]) * itemsize for t in tensors)},
              "weight_map": {t[0]: name for name, shard in zip(names, shards) for t in shard}}
     with open(os.path.join(folder, INDEX), "w") as f:
       json.dump(index, f, indent=2)
-    written.append(INDEX)
-  special_ids = write_tokenizer(folder, tokenizer, cfg["max_seq_len"])
-  config = {**hf_config(cfg, dtype), **special_ids}
   with open(os.path.join(folder, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
+    json.dump({**config, **special_ids}, f, indent=2)
   with open(os.path.join(folder, "generation_config.json"), "w") as f:
     json.dump({**special_ids, "do_sample": False}, f, indent=2)
-  return written + ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+  return sorted(os.listdir(folder))

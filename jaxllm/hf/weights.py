@@ -14,10 +14,12 @@ import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
+from jaxllm import hf_gemma
 from jaxllm.errors import UserError
 from jaxllm.model import ModelConfig
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", *hf_gemma.GEMMA_TYPES)
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}  # HF hidden_act -> model.mlp_act
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
 INDEX = "model.safetensors.index.json"
 # Buffers some old checkpoints carry that are recomputed, never learned.
@@ -50,10 +52,24 @@ def _rope_parameters(hf: dict) -> dict:
   return params
 
 
-def _sliding_window(hf: dict) -> int | None:
-  if hf["model_type"] in ("qwen2", "qwen3") and not hf.get("use_sliding_window", False):
-    return None
-  return hf.get("sliding_window")
+def _sliding_window(hf: dict) -> int:
+  """The window every layer uses (0: none). Mistral windows all layers; Qwen2/3 with use_sliding_window only
+  layers from max_window_layers on (or as `layer_types` says): supported when that is all layers or none."""
+  window = hf.get("sliding_window") or 0
+  n = hf["num_hidden_layers"]
+  if hf["model_type"] in ("qwen2", "qwen3"):
+    if not hf.get("use_sliding_window", False):
+      return 0
+    kinds = hf.get("layer_types") or ["sliding_attention" if i >= hf.get("max_window_layers", 28) else
+                                      "full_attention" for i in range(n)]
+  else:
+    kinds = hf.get("layer_types") or ["sliding_attention" if window else "full_attention"] * n
+  if not window or "sliding_attention" not in kinds:
+    return 0
+  if len(set(kinds)) > 1:
+    raise ValueError(f"sliding window on some layers only ({kinds.count('sliding_attention')} of {n}: layer_types "
+                     f"/ max_window_layers) is not supported for {hf['model_type']}; supported: every layer or none")
+  return int(window)
 
 
 def _rope_config(hf: dict) -> dict:
@@ -65,8 +81,10 @@ def _rope_config(hf: dict) -> dict:
   out = {"rope_theta": float(rope["rope_theta"])}
   if kind == "default":
     return out
+  if kind == "linear":
+    return {**out, "rope_scaling": "linear", "rope_factor": float(rope["factor"])}
   if kind != "llama3":
-    raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: none, 'llama3')")
+    raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: none, 'llama3', 'linear')")
   return {**out, **{ours: _TYPES[ours](rope[theirs]) for ours, theirs in HF_ROPE_NAMES.items()}}
 
 
@@ -74,25 +92,28 @@ def model_config_from_hf(hf: dict) -> dict:
   """A Hugging Face config.json (as a dict) -> jaxllm `model.*` keys; ValueError naming what is unsupported."""
   model_type = hf.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:
-    raise ValueError(f"model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
-  if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (jaxllm's MLP is SwiGLU: 'silu')")
+    extra = " (a multimodal gemma3 folder: only its text model, gemma3_text, is)" if model_type == "gemma3" else ""
+    raise ValueError(f"model_type {model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+                     f"{extra}")
+  act = hf.get("hidden_activation") or hf.get("hidden_act", "silu")
+  if act not in ACTIVATIONS:
+    raise ValueError(f"hidden_act {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
   if hf.get("mlp_bias"):
     raise ValueError("mlp_bias=True is not supported (jaxllm's MLP projections have no bias)")
   d, heads = hf["hidden_size"], hf["num_attention_heads"]
   optional = {"num_key_value_heads": heads, "head_dim": d // heads, "max_position_embeddings": 2048,
-              "rms_norm_eps": 1e-6, "tie_word_embeddings": False,  # absent or null in config.json
+              "rms_norm_eps": 1e-6,  # absent or null in config.json
+              "tie_word_embeddings": model_type in hf_gemma.GEMMA_TYPES,  # Gemma ties by default
               "rope_theta": 10000.0}  # _rope_config reads it from either transformers spelling
-  cfg = {ours: _TYPES[ours](hf[theirs] if theirs not in optional else hf.get(theirs) or optional[theirs])
+  cfg = {ours: _TYPES[ours](hf[theirs] if theirs not in optional or hf.get(theirs) is not None else optional[theirs])
          for ours, theirs in HF_NAMES.items()}
-  window = _sliding_window(hf)
-  if window:
-    cfg["max_seq_len"] = min(cfg["max_seq_len"], window)  # exact up to the window; see the module docstring
+  gemma = hf_gemma.model_config(hf) if model_type in hf_gemma.GEMMA_TYPES else {}
   return {
       **cfg, **_rope_config(hf), "qk_norm": model_type == "qwen3",
       # qwen2 always has q/k/v biases; llama/mistral/qwen3 `attention_bias` also adds an o_proj bias, which
       # jaxllm lacks: it is accepted only when all zero (checked by `load`, as exported by `export`).
       "attn_bias": model_type == "qwen2" or bool(hf.get("attention_bias", False)),
+      "sliding_window": 0 if gemma else _sliding_window(hf), "mlp_act": ACTIVATIONS[act], **gemma,
   }
 
 
@@ -134,8 +155,10 @@ def tensor_map(cfg: dict, o_bias: bool) -> dict[str, tuple[tuple[str, ...], Any]
     out["lm_head.weight"] = (("lm_head",), ((d,), (v,)))
   for i in range(cfg["n_layers"]):
     hp, jp = f"model.layers.{i}.", f"layers_{i}"
-    out[hp + "input_layernorm.weight"] = ((jp, "attn_norm", "scale"), None)
-    out[hp + "post_attention_layernorm.weight"] = ((jp, "mlp_norm", "scale"), None)
+    norms = hf_gemma.NORMS if cfg.get("post_norms") else (("input_layernorm", "attn_norm"),
+                                                           ("post_attention_layernorm", "mlp_norm"))
+    for hf_name, name in norms:
+      out[hp + f"{hf_name}.weight"] = ((jp, name, "scale"), None)
     for name, shape in (("q", (h, dh)), ("k", (k, dh)), ("v", (k, dh))):
       out[hp + f"self_attn.{name}_proj.weight"] = ((jp, "attn", name, "w"), ((d,), shape))
       if cfg["attn_bias"]:

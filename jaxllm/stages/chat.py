@@ -1,4 +1,5 @@
-"""Stage `chat`: multi-turn ChatML chat with a trained model, streaming each reply as it is generated.
+"""Stage `chat`: multi-turn chat with a trained model in its own chat template (ChatML for jaxllm's own models),
+streaming each reply as it is generated.
 
   python run.py --config=configs/chat.py --config.init_from=W             # on a terminal: type, /reset, /quit
   printf 'hi\\nwhat is 2+2?\\n' | python run.py --config=configs/chat.py --config.init_from=W
@@ -31,9 +32,8 @@ COMMANDS = "/reset clears the conversation, /quit (or Ctrl-D) leaves"
 
 
 def build_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
-  """ChatML ids of the conversation plus the assistant's generation prompt. Control tokens go in by id and text
-  is encoded as plain text, so a user typing "<|im_end|>" cannot end a turn. (The one place to swap
-  templates.)"""
+  """Ids of the conversation plus the assistant's generation prompt, in the model's own chat template (ChatML
+  for jaxllm's own models). Text a user types is encoded as text, so typing "<|im_end|>" cannot end a turn."""
   return chat_template.prompt_ids(tokenizer, messages)
 
 

@@ -42,7 +42,7 @@ def _frozen_state(env: runtime.Env) -> TrainState:
 def perplexity(env: runtime.Env) -> dict:
   c = env.config
   _, held = text.documents(c)
-  ids = env.tokenizer.encoding.encode_ordinary_batch(held)
+  ids = env.tokenizer.encode_batch(held)
   flat = pipelines.concat_documents(ids, env.tokenizer.eot_id)
   batches = pipelines.packed_lm_eval_batches(flat, c.data.seq_len, c.data.batch_size, env.tokenizer.eot_id,
                                              c.eval.batches)

@@ -18,7 +18,7 @@ from jaxllm.data import pipelines, sources, stream, text
 
 
 def token_stream(env: runtime.Env, docs: list[str]) -> np.ndarray:
-  ids = env.tokenizer.encoding.encode_ordinary_batch(docs)
+  ids = env.tokenizer.encode_batch(docs)
   return pipelines.concat_documents(ids, env.tokenizer.eot_id)
 
 
