@@ -129,6 +129,10 @@ class HFTokenizer:
     splits = [s for s, _ in hf.pre_tokenizer.pre_tokenize_str(text)] if hf.pre_tokenizer is not None else [text]
     return [t.id for split in splits for t in hf.model.tokenize(split)]
 
+  def encode_with_specials(self, text: str) -> list[int]:
+    """Text whose added-token spellings are those tokens (a rendered chat read back as a string)."""
+    return self.hf.encode(text, add_special_tokens=False).ids
+
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     encoded = self.hf.encode_batch(list(texts), add_special_tokens=False)  # in parallel, in Rust
     return [e.ids if self._added_ids.isdisjoint(e.ids) else self._encode_plain(t) for e, t in zip(encoded, texts)]

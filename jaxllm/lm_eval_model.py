@@ -111,7 +111,7 @@ class JaxLLM(TemplateLM):
 
   @property
   def tokenizer_name(self) -> str:
-    return f"jaxllm-{self.tokenizer.encoding.name}"
+    return f"jaxllm-{self.tokenizer.name}"
 
   def chat_template(self, chat_template: bool | str = False) -> str:
     return "jaxllm ChatML: <|im_start|>{role}\\n{content}<|im_end|>\\n ... <|im_start|>assistant\\n"
@@ -129,7 +129,7 @@ class JaxLLM(TemplateLM):
 
   def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
     if self._chat:
-      return self.tokenizer.encoding.encode(string, allowed_special="all")
+      return self.tokenizer.encode_with_specials(string)
     return self.tokenizer.encode(string)
 
   def tok_decode(self, ids: list[int]) -> str:

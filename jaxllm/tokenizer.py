@@ -87,6 +87,14 @@ class Tokenizer:
     """Ordinary text only: a special token's spelling in `text` is encoded as its bytes."""
     return self.encoding.encode_ordinary(text)
 
+  def encode_with_specials(self, text: str) -> list[int]:
+    """Text whose special-token spellings are those tokens (a rendered chat read back as a string)."""
+    return self.encoding.encode(text, allowed_special="all")
+
+  @property
+  def name(self) -> str:
+    return self.encoding.name
+
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     return self.encoding.encode_ordinary_batch(list(texts))
 

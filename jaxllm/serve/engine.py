@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxllm import chat_template
 from jaxllm.model import Transformer
 from jaxllm.serve import slots as slots_lib
 from jaxllm.serve.text import TextStream
@@ -91,7 +92,7 @@ class Engine:
     if options.context > model.cfg.max_seq_len:
       raise ValueError(f"context={options.context} exceeds the model's max_seq_len={model.cfg.max_seq_len}")
     self.model, self.weights, self.tokenizer, self.options = model, weights, tokenizer, options
-    self.stop_ids = frozenset(int(i) for i in (tokenizer.im_end_id, tokenizer.eot_id))
+    self.stop_ids = frozenset(int(i) for i in chat_template.stop_ids(tokenizer))
     self.vocab_limit = tokenizer.n_vocab
     self.rows: list[Request | None] = [None] * options.max_batch
     self.streams: dict[Request, TextStream] = {}
