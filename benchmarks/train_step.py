@@ -137,8 +137,8 @@ def _jax_env(s: dict, args, stage: str, vocab: int | None = None, lora: bool = F
     c.lora.update(rank=LORA_RANK, alpha=2.0 * LORA_RANK)
   if rl:
     c.rl.update(**rl)
-  if new_tokens:
-    c.sampling.max_new_tokens = new_tokens
+  # The sampling budget must fit the model's context even where nothing is sampled (validate checks it).
+  c.sampling.max_new_tokens = new_tokens or min(c.sampling.max_new_tokens, s["seq"] // 2)
   validate(c, jax.device_count())
   cfg = ModelConfig.from_config(c)
   return Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
