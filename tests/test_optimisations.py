@@ -152,7 +152,11 @@ def test_attention_equals_einsum_reference_on_cache_shaped_keys():
 def test_attention_in_the_model_equals_the_reference(monkeypatch):
   """Whole-model logits and gradients with the reference attention swapped in."""
   loss, grads = _cached("none", 0)
-  monkeypatch.setattr("jaxllm.model.dot_attention", lambda q, k, v, mask: reference_attention(q, _t(k), v, mask))
+  def reference(q, k, v, mask, scale=None, cap=0.0):
+    assert scale is None and cap == 0.0  # CFG is a plain llama-style model: no Gemma scale or soft-cap
+    return reference_attention(q, _t(k), v, mask)
+
+  monkeypatch.setattr("jaxllm.model.dot_attention", reference)
   ref_loss, ref_grads = _loss_and_grads(CFG, 0, _params(), _batch())
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   _assert_trees_close(grads, ref_grads, rtol=1e-5, atol=1e-6)
