@@ -13,36 +13,21 @@ the KL reference point their tag asks for), `kl`, `desirable_reward` / `undesira
 """
 import ml_collections
 
-from configs import base
+from configs import dpo
 
 
 def get_config(arg: str | None = None):
-  c = base.get_config()
+  # DPO's schedule and smoke size; a row holds the prompt once, its answer, and another example's answer (the
+  # KL sample), as long as a pair row; examples are tagged answers (half of them desirable on the built-in world)
+  c = dpo.get_config(arg)
+  c.unlock()
   c.stage = "kto"
-  c.steps = 200
-  c.optim.lr = 1e-4
-  c.optim.warmup_steps = 20
-  c.optim.weight_decay = 0.0  # decay would pull the policy away from the reference on its own
-  c.data.seq_len = 104  # one row per answer: the prompt once, its answer, and another example's (the KL sample)
-  c.data.train_examples = 8000  # built-in world: tagged answers (half of them desirable)
-  c.data.eval_examples = 256  # built-in world: held-out tagged answers
-  c.eval.every = 50
-  c.eval.batches = 16  # 16 x 16 = all 256 held-out answers
-  c.checkpoint.every = 100
-  c.sample.num = 0
-
+  del c["dpo"]
   c.kto = ml_collections.ConfigDict()
   c.kto.beta = 0.1  # scale of the implicit reward log pi/ref around the KL reference point
   # lambda_D, lambda_U: the paper keeps lambda_D n_D / (lambda_U n_U) in [1, 4/3] for n_D desirable and n_U
   # undesirable examples; the built-in world has as many of each
   c.kto.desirable_weight = 1.0
   c.kto.undesirable_weight = 1.0
-  if arg == "tiny":
-    c.steps = 10
-    base.use_tiny_model(c)
-    c.data.update(batch_size=8, seq_len=128, train_examples=200, eval_examples=16)
-    c.eval.update(every=5, batches=2)
-    c.checkpoint.every = 5
-    c.log.every = 5
   c.lock()
   return c

@@ -10,33 +10,16 @@ has the larger per-token log-probability), `margin`, `chosen_logp`.
 """
 import ml_collections
 
-from configs import base
+from configs import dpo
 
 
 def get_config(arg: str | None = None):
-  c = base.get_config()
+  c = dpo.get_config(arg)  # the same pairs, schedule and smoke size; no reference policy
+  c.unlock()
   c.stage = "simpo"
-  c.steps = 200
-  c.optim.lr = 1e-4
-  c.optim.warmup_steps = 20
-  c.optim.weight_decay = 0.0
-  c.data.seq_len = 104  # one row per pair (prompt once, both answers): <= 100 tokens on the built-in world
-  c.data.train_examples = 8000  # built-in world: training pairs
-  c.data.eval_examples = 256  # built-in world: held-out pairs
-  c.eval.every = 50
-  c.eval.batches = 16  # 16 x 16 = all 256 held-out pairs
-  c.checkpoint.every = 100
-  c.sample.num = 0
-
+  del c["dpo"]
   c.simpo = ml_collections.ConfigDict()
   c.simpo.beta = 2.0  # scale of the per-token log-prob difference (the paper's range: 2 - 2.5)
   c.simpo.gamma = 1.0  # target reward margin; the paper keeps gamma / beta near 0.5
-  if arg == "tiny":
-    c.steps = 10
-    base.use_tiny_model(c)
-    c.data.update(batch_size=8, seq_len=128, train_examples=200, eval_examples=16)
-    c.eval.update(every=5, batches=2)
-    c.checkpoint.every = 5
-    c.log.every = 5
   c.lock()
   return c
