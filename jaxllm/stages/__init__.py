@@ -25,7 +25,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
   validate(config)  # before anything runs; runtime.prepare checks again against the devices and init_from
   lock = contextlib.nullcontext()
   if config.stage not in READ_ONLY:
-    runtime.init_distributed(config)  # so that only process 0 takes the lock of a shared workdir
+    if "dist" in config:  # the pipeline has no dist section: each of its stages joins the job itself
+      runtime.init_distributed(config)  # so that only process 0 takes the lock of a shared workdir
     if jax.process_index() == 0:
       lock = workdir_lock.hold(runtime.default_workdir(config))
   with lock:
