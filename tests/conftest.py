@@ -82,10 +82,9 @@ def set_dotted(config, overrides: dict):
 SERVE_CONTEXT = 256
 
 
-@pytest.fixture(scope="session")
-def serve_workdir(tmp_path_factory) -> str:
-  """A tiny random jaxllm workdir (config.json, tokenizer/, an orbax checkpoint) for the server tests, whose
-  context of SERVE_CONTEXT tokens lets a long reply take a while (the disconnect test)."""
+def write_tiny_workdir(path: str, max_seq_len: int) -> str:
+  """A tiny random jaxllm workdir as a finished run leaves it (config.json, tokenizer/, an orbax checkpoint),
+  for the tests that load one: chat, serve."""
   import json
 
   import flax.linen as nn
@@ -100,13 +99,12 @@ def serve_workdir(tmp_path_factory) -> str:
 
   texts = [f"user {i}: what is {i} plus {2 * i}? assistant: it is {3 * i}. hello, how are you today?"
            for i in range(300)]
-  path = str(tmp_path_factory.mktemp("serve_run"))
   tokenizer = train_bpe(texts, vocab_size=320)
   tokenizer.save(os.path.join(path, "tokenizer"))
   config = base.get_config()
   config.workdir = path
   config.model.update(vocab_size=-(-tokenizer.n_vocab // 64) * 64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=SERVE_CONTEXT, init_std=0.3)
+                      n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=max_seq_len, init_std=0.3)
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config.to_dict(), f)
   model = Transformer(ModelConfig.from_config(config))
@@ -117,6 +115,13 @@ def serve_workdir(tmp_path_factory) -> str:
   checkpointer.save(state, {})
   checkpointer.close()
   return path
+
+
+@pytest.fixture(scope="session")
+def serve_workdir(tmp_path_factory) -> str:
+  """The server tests' workdir, whose context of SERVE_CONTEXT tokens lets a long reply take a while (the
+  disconnect test)."""
+  return write_tiny_workdir(str(tmp_path_factory.mktemp("serve_run")), SERVE_CONTEXT)
 
 
 @pytest.fixture(scope="session")

@@ -7,48 +7,24 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from configs import base
 from configs import chat as chat_config
-from conftest import REPO
+from conftest import REPO, write_tiny_workdir
 from jaxllm import sampling, stages
-from jaxllm.checkpoint import Checkpointer
 from jaxllm.config import ConfigError
-from jaxllm.model import ModelConfig, Transformer
 from jaxllm.stages import chat
-from jaxllm.state import TrainState
-from jaxllm.tokenizer import Tokenizer, train_bpe
+from jaxllm.tokenizer import Tokenizer
 
 MAX_NEW = 10
-TEXTS = [f"user {i}: what is {i} plus {2 * i}? assistant: it is {3 * i}. hello, how are you today?"
-         for i in range(300)]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> str:
   """A jaxllm workdir as a finished run leaves it: config.json, tokenizer/, an orbax checkpoint."""
-  path = str(tmp_path_factory.mktemp("chat_run"))
-  tokenizer = train_bpe(TEXTS, vocab_size=320)
-  tokenizer.save(os.path.join(path, "tokenizer"))
-  config = base.get_config()
-  config.workdir = path
-  config.model.update(vocab_size=-(-tokenizer.n_vocab // 64) * 64, d_model=32, n_layers=2, n_heads=4,
-                      n_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=96, init_std=0.3)
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config.to_dict(), f)
-  model = Transformer(ModelConfig.from_config(config))
-  weights = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  state = TrainState(step=jnp.array(5), params={"model": weights}, frozen={}, opt_state={},
-                     rng=jax.random.PRNGKey(0), skipped=jnp.array(0))
-  checkpointer = Checkpointer(path, keep=1)
-  checkpointer.save(state, {})
-  checkpointer.close()
-  return path
+  return write_tiny_workdir(str(tmp_path_factory.mktemp("chat_run")), max_seq_len=96)
 
 
 def _config(workdir: str, prompt: str = "", **sampling_overrides) -> ml_collections.ConfigDict:
