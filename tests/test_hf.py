@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from conftest import REPO  # noqa: E402
+from hf_families import MULTILINGUAL as VARIED, QWEN2_PATTERN  # noqa: E402
 from jaxllm import chat_template, hf  # noqa: E402
 from jaxllm.model import ModelConfig, Transformer, llama3_inv_freq  # noqa: E402
 from jaxllm.sampling import SamplingParams, generate  # noqa: E402
@@ -46,22 +47,7 @@ ARCHS = {  # name -> (config class, overrides): GQA everywhere; tied/untied; qkv
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 16}}),
 }
-# Qwen2's pre-split regex; the test tokenizer is built like Qwen2's (NFC, Split + ByteLevel, ChatML markers).
-QWEN2_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-VARIED = [
-    "The quick brown fox jumps over the lazy dog. It's 3.14159 o'clock; I'LL be there at 12:30pm!",
-    "我们今天去公园散步，天气很好。東京は晴れです。안녕하세요",
-    "emoji 🙂👍🏽🎉 and flags 🇫🇷 — café naïve Ünïcödé",
-    "def f(x):\n    return x ** 2  # square\n\n\nclass A:\n\tpass\n",
-    "numbers 1234567890 2024-01-01 0x1F 1e-5 -42 +7 3,000,000",
-    "whitespace   runs\t\t tabs  \n\n\n   trailing   \r\n end    ",
-    "URLs https://example.com/a?b=c&d=e#frag, <tags> {json: [1, 2]} $$ %% @@",
-    "",
-    " ",
-    "a",
-]
 
 
 def _corpus() -> list[str]:
