@@ -107,6 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 100  # steps between held-out evaluations (and always after the last step)
+  c.eval.at_start = False  # also evaluate the starting model at step 0 (a fresh run only), so curves begin there
   c.eval.batches = 4  # held-out batches per loss evaluation
   c.eval.task = ""  # stage eval: perplexity | accuracy | classification | pair_accuracy | lm_eval:<tasks>
 

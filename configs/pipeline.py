@@ -40,6 +40,12 @@ def get_config(arg: str | None = None):
     # DPO (the side branch) 150 steps instead of configs/dpo.py's 200: held-out pair accuracy at steps 150 / 200
     # of a 200-step run was 93.4% / 93.0%, and 91.4% after 150 steps of this shorter schedule (2026-12-01)
     c.dpo.steps = 150
+    # held-out evaluations often enough to draw each stage's curve (>= 5 points with step 0): pretrain and the
+    # reward model score a few held-out batches, SFT and GRPO answer 200 held-out problems (~10 s on 2 cores)
+    for name, every in (("pretrain", 60), ("sft", 40), ("reward", 60), ("grpo", 10), ("dpo", 30)):
+      c[name].eval.every = every
+  for name in ("pretrain", "sft", "reward", "grpo", "dpo"):
+    c[name].eval.at_start = True  # each curve starts at the model the stage starts from (step 0)
   for name in ("eval_sft", "eval_grpo"):
     c[name] = importlib.import_module("configs.eval").get_config(arg)
   c.lock()

@@ -248,6 +248,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
 
   try:
     with env.mesh_context():
+      if task.evaluate is not None and config.eval.at_start and start == 0 < config.steps:
+        writer.write(0, "eval", task.evaluate(state))  # the model this stage starts from, on the same held-out set
       for step in range(start, config.steps):
         local = task.batches.next(state)
         tokens_since += _row_tokens(local) * env.process_count
