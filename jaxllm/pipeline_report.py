@@ -126,7 +126,7 @@ def _plots(workdir: str, summaries: dict) -> list[str]:
                                     title=f"{name}: held-out evaluation (step 0 = the model it started from)",
                                     xlabel="optimizer step", ylabel="share of held-out items" if share else
                                     metrics[0][0], log_y=not share, y_from=0.0 if share else None,
-                                    y_to=1.0 if share else None, baselines=baselines))
+                                    y_to=1.05 if share else None, baselines=baselines))
   grpo = read_metrics(os.path.join(workdir, "grpo"))
   reward = [(r["step"], r["reward_mean"]) for r in grpo if r["split"] == "train" and r.get("reward_mean") is not None]
   if reward:
