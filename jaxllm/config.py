@@ -18,6 +18,7 @@ from jaxllm.errors import ConfigError, require
 TOOL_STAGES = ("tokenizer", "eval", "chat", "export", "pipeline", "serve")  # stages that train no objective
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots")
+ATTENTION_IMPLS = ("xla", "cudnn")
 _F32_MAX = float(np.finfo(np.float32).max)
 ROPE_SCALINGS = ("", "llama3", "linear")
 MLP_ACTS = ("silu", "gelu_tanh")
@@ -110,6 +111,15 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
   require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {DTYPES}")
   require(m.param_dtype in DTYPES, "model.param_dtype", f"{m.param_dtype!r} is not one of {DTYPES}")
   require(m.remat in REMAT, "model.remat", f"{m.remat!r} is not one of {REMAT}")
+  require(m.attention_impl in ATTENTION_IMPLS, "model.attention_impl",
+          f"{m.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+  if m.attention_impl == "cudnn":  # what cuDNN's flash kernel takes (jaxllm/fused_attention.py)
+    require(m.dtype in ("bfloat16", "float16"), "model.attention_impl",
+            f"cudnn runs in bfloat16 / float16 only; set model.dtype=bfloat16 (got {m.dtype!r})")
+    require(m.attn_softcap == 0, "model.attention_impl",
+            f"cudnn cannot soft-cap scores (model.attn_softcap={m.attn_softcap}); use xla")
+    require(m.head_dim == 0 or (m.head_dim % 8 == 0 and m.head_dim <= 256), "model.attention_impl",
+            f"cudnn needs head_dim a multiple of 8 and <= 256 (128 before Hopper), got {m.head_dim}")
   require(m.rope_scaling in ROPE_SCALINGS, "model.rope_scaling", f"{m.rope_scaling!r} is not one of {ROPE_SCALINGS}")
   require(m.sliding_window >= 0, "model.sliding_window", f"must be >= 0 (0 = full attention), got {m.sliding_window}")
   require(m.global_every >= 0, "model.global_every", f"must be >= 0, got {m.global_every}")

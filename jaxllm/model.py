@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import quant
+from jaxllm.fused_attention import fused_attention
 
 Array = jax.Array
 LoraTree = dict[str, Any] | None
@@ -82,6 +83,9 @@ class ModelConfig:
   param_dtype: str = dataclasses.field(default="float32", metadata=_RUN_TIME)  # parameter storage dtype
   # rematerialise each block: none | full | dots (save matmul outputs only)
   remat: str = dataclasses.field(default="none", metadata=_RUN_TIME)
+  # attention kernel of a forward without a KV cache: xla (dot_attention below) | cudnn (GPU, bf16/fp16;
+  # fused_attention.py says which masks go where)
+  attention_impl: str = dataclasses.field(default="xla", metadata=_RUN_TIME)
   init_std: float = dataclasses.field(default=0.02, metadata=_RUN_TIME)  # std of the normal init of every matrix
   lora_scale: float = dataclasses.field(default=1.0, metadata=_FROM_LORA)  # alpha / rank, with a LoRA tree only
   lora_dropout: float = dataclasses.field(default=0.0, metadata=_FROM_LORA)
@@ -337,8 +341,11 @@ class Attention(nn.Module):
       new_cache = {"k": k_BKkS, "v": v_BKSk}
 
     scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar > 0 else None
-    out_BLHk = dot_attention(q_BLHk, k_BKkS.astype(q_BLHk.dtype), v_BKSk.astype(q_BLHk.dtype), mask_BLS, scale,
-                             cfg.attn_softcap)
+    if cfg.attention_impl != "xla" and cache is None:  # decoding stays on dot_attention (fused_attention.py)
+      out_BLHk = fused_attention(q_BLHk, k_BLKk, v_BLKk, mask_BLS, scale, cfg.attention_impl)
+    else:
+      out_BLHk = dot_attention(q_BLHk, k_BKkS.astype(q_BLHk.dtype), v_BKSk.astype(q_BLHk.dtype), mask_BLS, scale,
+                               cfg.attn_softcap)
     out_BLD = proj("o", (h, dh), (d,), ("heads", "head_dim", "embed"))(out_BLHk, lora.get("o"))
     return out_BLD, new_cache
 

@@ -15,6 +15,7 @@ import ml_collections
 
 from jaxllm import hf, resume, sharding
 from jaxllm.config import validate
+from jaxllm.errors import require
 from jaxllm.data.corpus import train_tokenizer
 from jaxllm.checkpoint import Pretrained, load_pretrained, read_run_config, resolve_workdir
 from jaxllm.model import ARCHITECTURE_KEYS, ModelConfig, Transformer
@@ -115,6 +116,14 @@ def resolve_model(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
                      f"{tokenizer.n_vocab} tokens")
 
 
+def check_backend(config: ml_collections.ConfigDict) -> None:
+  """A cuDNN kernel asked for where there is no GPU is refused, not quietly swapped for XLA's: a run (or a
+  benchmark) configured for cudnn must not report XLA's numbers as cuDNN's."""
+  backend = jax.default_backend()
+  require(config.model.attention_impl != "cudnn" or backend == "gpu", "model.attention_impl",
+          f"cudnn needs a GPU (the backend here is {backend}; pip install -e '.[cuda]' on a CUDA machine), or use xla")
+
+
 def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env:
   """Resolve everything a stage needs; writes workdir/config.json and workdir/tokenizer/ (unless resuming)."""
   init_distributed(config)
@@ -134,6 +143,7 @@ def prepare(config: ml_collections.ConfigDict, load_weights: bool = True) -> Env
   tokenizer = resume.load_tokenizer(config.workdir) if resuming else resolve_tokenizer(config, init_workdir)
   resolve_model(config, tokenizer, init_config)
   validate(config, jax.device_count())
+  check_backend(config)
   mesh = sharding.make_mesh(config.mesh)
   log = lambda message: print(message, flush=True) if jax.process_index() == 0 else None
   if resuming:
