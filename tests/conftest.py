@@ -136,3 +136,14 @@ def serve_server(serve_workdir):
   server = server_lib.build(config).start()
   yield server
   server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory, tokenizer_dir) -> str:
+  """A :tiny pretrain workdir after 5 steps: enough for sampled replies to hold digits and stop tokens (what the
+  RL-stage tests reward), shared by them."""
+  from jaxllm.stages import pretrain
+
+  workdir = tmp_path_factory.mktemp("tiny_pretrained")
+  pretrain.run(tiny_config("pretrain", workdir, tokenizer_dir, steps=5, **{"sample.num": 0}))
+  return str(workdir)

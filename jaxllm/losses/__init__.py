@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ml_collections
 
 LossFn = Callable[..., tuple]
-FEEDS = ("pretrain", "sft", "preference", "grpo")  # stage modules (jaxllm/stages/) that feed objectives
+FEEDS = ("pretrain", "sft", "preference", "grpo", "rft", "ppo")  # stage modules (jaxllm/stages/) that feed objectives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Objective:
   name: str  # registry key, and config.stage of a run that trains it
   loss: LossFn
   # The stage module that builds its batches and runs it: pretrain (packed text), sft (chat turns with an
-  # answer mask), preference (rows from `batches` below), grpo (rollouts)
+  # answer mask), preference (rows from `batches` below), grpo (rollouts), rft (rounds of kept samples),
+  # ppo (rollouts with values and GAE advantages)
   feed: str
   # feed "preference": (config, tokenizer) -> (train batch source, held-out batches, counts): the batch kind
   # the loss reads (shared-prompt pairs, tagged single answers, ...)
