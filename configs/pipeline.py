@@ -31,7 +31,8 @@ def get_config(arg: str | None = None):
   # the workdir's folder name)
   c.log = ml_collections.ConfigDict({k: v for k, v in shared.log.items()
                                      if k.startswith("wandb") and k != "wandb_run_name"})
-  for name in ("tokenizer", "pretrain", "sft", "reward", "grpo", "dpo"):
+  # rft and ppo are optional stages (from the SFT model, beside GRPO): --config.pipeline.stages=...,rft,ppo
+  for name in ("tokenizer", "pretrain", "sft", "reward", "grpo", "dpo", "rft", "ppo"):
     c[name] = importlib.import_module(f"configs.{name}").get_config(arg)
   if arg != "tiny":
     # 40 GRPO steps instead of configs/grpo.py's 60, for the 20-minute budget: held-out pass@1 at steps 40 / 60

@@ -22,6 +22,8 @@ HELD_OUT = {
     "reward": ("held-out pair accuracy", "eval_accuracy"),
     "grpo": ("held-out pass@1", "eval_accuracy"),
     "dpo": ("held-out pair accuracy", "eval_accuracy"),
+    "rft": ("held-out pass@1", "eval_accuracy"),
+    "ppo": ("held-out pass@1", "eval_accuracy"),
     "eval_sft": ("pass@1 of the SFT model", "accuracy"),
     "eval_grpo": ("pass@1 of the GRPO model", "accuracy"),
 }

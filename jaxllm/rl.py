@@ -224,6 +224,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   batch["ref_logprobs"] = _logprobs(env, ref_weights, ref_lora, batch, groups_per_step)
   batch["loss_mask"] *= np.repeat(live_P, g)[:, None].astype(np.float32)  # dropped groups: no loss at all
   batch["advantages"] = adv_PG.reshape(-1)
+  batch["rewards"] = total_R  # [R] the scores themselves (PPO's GAE reads them; jaxllm/ppo.py)
   t_end = time.perf_counter()
 
   lengths = gen.lengths.astype(np.float64)

@@ -61,7 +61,18 @@ def rollout_rows(env):
                 "sampler_logprobs": np.full((b, l), -6.0, np.float32)})
 
 
-BATCHES = {"pretrain": packed_text, "sft": chat, "preference": preference_rows, "grpo": rollout_rows}
+def ppo_rows(env):
+  """A rollout's plain rows with what PPO adds: per-token advantages, returns, old values and log-probs."""
+  batch = dict(rollout_rows(env).batch)
+  rng = np.random.default_rng(1)
+  for key in ("advantages", "returns", "old_values"):
+    batch[key] = rng.normal(size=batch["loss_mask"].shape).astype(np.float32) * batch["loss_mask"]
+  batch["old_logprobs"] = batch["ref_logprobs"]
+  return Fixed(batch)
+
+
+BATCHES = {"pretrain": packed_text, "sft": chat, "preference": preference_rows, "grpo": rollout_rows, "rft": chat,
+           "ppo": ppo_rows}
 
 
 @pytest.mark.parametrize("name", losses.names())

@@ -28,6 +28,8 @@ CHAIN = (
     ("reward", "sft", None),
     ("grpo", "sft", None),
     ("dpo", "sft", None),
+    ("rft", "sft", None),  # optional (not in configs/pipeline.py's default pipeline.stages)
+    ("ppo", "sft", None),  # optional
     ("eval_sft", "sft", None),
     ("eval_grpo", "grpo", None),
 )
