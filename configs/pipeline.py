@@ -45,7 +45,7 @@ def get_config(arg: str | None = None):
     # reward model score a few held-out batches, SFT and GRPO answer 200 held-out problems (~10 s on 2 cores)
     for name, every in (("pretrain", 60), ("sft", 40), ("reward", 60), ("grpo", 10), ("dpo", 30)):
       c[name].eval.every = every
-  for name in ("pretrain", "sft", "reward", "grpo", "dpo"):
+  for name in ("pretrain", "sft", "reward", "grpo", "dpo", "rft", "ppo"):
     c[name].eval.at_start = True  # each curve starts at the model the stage starts from (step 0)
   for name in ("eval_sft", "eval_grpo"):
     c[name] = importlib.import_module("configs.eval").get_config(arg)
