@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.doc_chars = 1000  # text rows shorter than this are joined (by newlines) into documents of ~this size
   c.data.train_examples = 20000  # built-in world: training problems generated
   c.data.eval_examples = 200  # built-in world: held-out problems generated; streamed corpus: documents held out
+  c.data.tools = ""  # built-in world: SFT demonstrations call these tools ('calculator': one call per step)
+  c.data.unanswerable = 0.0  # built-in world: share of training problems missing a number, answered "I don't know"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 3e-3  # peak learning rate
@@ -123,6 +125,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampling.top_k = 0  # sample among the k most likely tokens; 0 = off
   c.sampling.top_p = 1.0  # nucleus sampling mass; 1 = off
   c.sampling.system = ""  # system turn opening each generated conversation ('' = none, or the stage's default)
+
+  # Tools the model may call while generating (chat, evaluation, GRPO rollouts; jaxllm/tools/)
+  c.tools = ml_collections.ConfigDict()
+  c.tools.names = ""  # comma-separated: calculator, lookup; '' = no tools (generation never stops for a call)
+  c.tools.max_calls = 4  # tool calls per reply; a reply still calling after this many is cut there
+  c.tools.table = ""  # the lookup tool's table (JSON object or key,value CSV); '' = the built-in world's prices
+  # chat: show the tools' JSON schemas in the system turn (models that learnt tools from schemas, e.g. Qwen);
+  # the built-in world's demonstrations name the calculator in their system prompt instead (False for them)
+  c.tools.schema = True
 
   c.dist = ml_collections.ConfigDict()
   c.dist.coordinator = ""  # host:port of process 0; '' = single process (or auto-detected by jax)

@@ -17,6 +17,7 @@ def get_config(arg: str | None = None):
   c.eval.task = "accuracy"
   c.eval.examples = 200  # held-out items evaluated (answer / classification tasks)
   c.eval.batch_size = 32  # prompts generated together
+  c.eval.unanswerable = 0  # built-in world, task accuracy: held-out problems missing a number (refusal_rate)
   c.sampling.system = ""  # system turn before each GSM8K question ('' = the built-in world's; lm_eval: none)
   c.eval.instruction = ""  # classification: text put before each item, e.g. the SFT instruction
   c.eval.batches = 8  # perplexity / pair accuracy: held-out batches

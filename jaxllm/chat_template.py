@@ -8,7 +8,9 @@ loss (its content and its closing <|im_end|>); `train_on="all"` also learns from
 LLaMA-Factory's `mask_history=False` does.
 
 Tool-calling data (a `tools` description string) is shown to the model in the system turn, after the system
-prompt if there is one, as LLaMA-Factory's templates do.
+prompt if there is one, as LLaMA-Factory's templates do. A `function_call` turn is the assistant's call, written
+as Qwen / Hermes templates write it: `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`
+(jaxllm/tools/calls.py); a `tool` turn holds the result. Tool turns never carry loss.
 
 A tokenizer that brings its own Jinja template (an imported Hugging Face folder, `HFTokenizer.chat_template`) is
 rendered with that template instead, exactly as transformers' apply_chat_template renders it
@@ -21,6 +23,7 @@ import dataclasses
 
 from jaxllm import chat_template_jinja as jinja
 from jaxllm.tokenizer import Tokenizer
+from jaxllm.tools import calls
 
 ROLES = ("system", "user", "assistant", "tool", "function_call")
 # Roles whose turns are the model's own output (loss-bearing); `function_call` is an assistant tool call.
@@ -78,6 +81,8 @@ def render(tokenizer: Tokenizer, messages: list[dict], *, add_generation_prompt:
       raise ValueError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
     learn = role in ASSISTANT_ROLES and (train_on == "all" or i == last_assistant)
     header = _role_header(tokenizer, role)
+    if role == "function_call":
+      content = calls.render_function_call(content)
     body = tokenizer.encode(content) + [tokenizer.im_end_id]
     starts.append(len(ids))
     ids += header + body + newline
@@ -179,3 +184,45 @@ def _render_own(tokenizer, messages: list[dict], add_generation_prompt: bool, tr
   prompt_len = next((i for i, m in enumerate(mask) if m), len(ids))
   system_end = turn_starts[1] if len(turn_starts) > 1 and roles[0] == "system" else 0
   return Rendered(ids=ids, loss_mask=mask, prompt_len=prompt_len, turn_starts=turn_starts, system_end=system_end)
+
+
+def tool_turn_ids(tokenizer: Tokenizer, result: str, turn_closed: bool) -> list[int]:
+  """Ids that follow a generated tool call so the model reads `result` and speaks again: the call turn's end
+  (unless `turn_closed`: the model already emitted its end-of-turn token), the `tool` turn holding `result`, and
+  the next assistant generation prompt. In the model's own template where it has one (Qwen writes the result as
+  `<tool_response>` inside a user turn), else ChatML."""
+  if _own_template(tokenizer):
+    return _own_tool_turn_ids(tokenizer, result, turn_closed)
+  newline = tokenizer.encode("\n")
+  ending = newline if turn_closed else [tokenizer.im_end_id] + newline
+  return (ending + _role_header(tokenizer, "tool") + tokenizer.encode(result) + [tokenizer.im_end_id] + newline
+          + _role_header(tokenizer, "assistant"))
+
+
+def _own_tool_turn_ids(tokenizer, result: str, turn_closed: bool) -> list[int]:
+  # Render a stand-in conversation with and without the tool turn and take the text the tool turn adds, plus
+  # what the template writes after the call's closing marker (the end of the call turn).
+  renderer = _renderer(tokenizer)
+  call = {"role": "function_call", "content": '{"name": "tool", "arguments": {}}'}
+  before = jinja.to_hf_messages([{"role": "user", "content": "?"}, call])
+  after = before + [{"role": "tool", "content": result}]
+  text_before = renderer.render_text(jinja.mark(before, renderer.control), None, False)
+  text_after = renderer.render_text(jinja.mark(after, renderer.control), None, True)
+  if not text_after.startswith(text_before):
+    raise ValueError("this chat template does not render a tool turn as a continuation of the call turn")
+  closing = text_before.rfind(calls.CLOSE)
+  tail = text_before[closing + len(calls.CLOSE):] if closing >= 0 else ""
+  if turn_closed:  # the model's end-of-turn token is already there: keep what the template writes after it
+    ends = [m.end() for m in renderer.control.finditer(tail)]
+    tail = tail[ends[0]:] if ends else tail
+  return _encode_continuation(tokenizer, tail + text_after[len(text_before):])
+
+
+def call_stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+  """The closing marker `</tool_call>` as a stop id where the tokenizer has it as one token (Qwen's added
+  token); else () and a call ends with the turn's own end-of-turn token (jaxllm/tools/loop.py cuts the text
+  at the marker either way)."""
+  if not _own_template(tokenizer):
+    return ()
+  ids = _encode_continuation(tokenizer, jinja.mark(calls.CLOSE, _renderer(tokenizer).control))
+  return tuple(ids) if len(ids) == 1 else ()

@@ -31,6 +31,7 @@ import jinja2.nodes
 import jinja2.sandbox
 
 from jaxllm.hf_tokenizer import MARK_END, MARK_START, HFTokenizer
+from jaxllm.tools import calls as tool_calls
 
 ASSISTANT_ROLES = ("assistant", "function_call")
 
@@ -145,8 +146,8 @@ def to_hf_messages(messages: list[dict]) -> list[dict]:
     if not isinstance(message, dict) or "role" not in message:
       raise ValueError(f"message {i}: expected a dict with 'role' and 'content', got {message!r:.80}")
     message = {k: v for k, v in message.items() if v is not None}
-    if message["role"] == "function_call":
-      text, calls = _tool_call(message.get("content", ""), i)
+    if message["role"] == "function_call":  # marked calls (a generated turn) are read back as JSON first
+      text, calls = _tool_call(tool_calls.unmark(message.get("content", "")), i)
       message = {"role": "assistant", "content": text, "tool_calls": calls}
     out.append(message)
   return out

@@ -42,6 +42,8 @@ def _needs_init_from(config: ml_collections.ConfigDict) -> None:
 def _eval(config: ml_collections.ConfigDict) -> None:
   _needs_init_from(config)
   task = config.eval.task
+  unanswerable = config.eval.get("unanswerable", 0)
+  require(unanswerable >= 0, "eval.unanswerable", f"must be >= 0, got {unanswerable}")
   if task.startswith(LM_EVAL_PREFIX):
     require(bool(lm_eval_task_names(task)), "eval.task",
             f"{task!r} names no lm_eval task (expected lm_eval:<task>[,<task>...])")
@@ -181,6 +183,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
   require(c.train.max_skipped_steps >= 1, "train.max_skipped_steps",
           f"must be >= 1, got {c.train.max_skipped_steps}")
   _sampling(c)
+  _tools(c)
   if objective is not None and objective.validate is not None:
     objective.validate(c)
   if c.stage in _TOOL_CHECKS:
@@ -195,6 +198,22 @@ def _sampling(c: ml_collections.ConfigDict) -> None:
     sampling.params_from(s)
   except ValueError as e:
     raise ConfigError(f"config.sampling.{e}") from None
+
+
+def _tools(c: ml_collections.ConfigDict) -> None:
+  from jaxllm import tools  # the registry knows the tool names
+  names = tools.parse_names(c.tools.names)
+  unknown = [n for n in names if n not in tools.BUILDERS]
+  require(not unknown, "tools.names", f"unknown tool(s) {unknown}; known: {', '.join(tools.BUILDERS)}")
+  require(c.tools.max_calls >= 1, "tools.max_calls", f"must be >= 1, got {c.tools.max_calls}")
+  require(not c.tools.table or os.path.isfile(c.tools.table), "tools.table", f"no such file {c.tools.table!r}")
+  demos = tools.parse_names(c.data.tools)
+  require(set(demos) <= {"calculator"}, "data.tools",
+          f"the built-in world demonstrates the calculator only, got {demos}")
+  require(set(demos) <= set(names), "data.tools",
+          f"demonstrations call {demos}, so tools.names must include them (got {c.tools.names!r}): else the "
+          f"model's calls are never answered")
+  require(0.0 <= c.data.unanswerable <= 1.0, "data.unanswerable", f"must be in [0, 1], got {c.data.unanswerable}")
 
 
 def _optim(o: ml_collections.ConfigDict) -> None:

@@ -13,7 +13,10 @@ GRPO, the eval stage) goes through here. Kinds of reference:
                   generations that are one of the labels seen among the references
   exact           any text: `accuracy` = stripped generated text equals the stripped reference
 
-Every kind also reports `gen_tokens` (mean generated tokens) and `stopped` (share that ended with a stop id).
+Every kind also reports `gen_tokens` (mean generated tokens) and `stopped` (share that ended with a stop id);
+`answer` also `false_refusal_rate` (share of replies that say "I don't know"). With the config's `tools.names`
+the model may call tools while it answers (jaxllm/tools/loop.py): the reply scored is its final turn, and
+`tool_calls` is the mean number of calls per reply.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxllm import answers, chat_template, sampling
+from jaxllm import answers, chat_template, sampling, tools
+from jaxllm.data import synthetic_tools
+from jaxllm.tools import loop as tool_loop
 
 if TYPE_CHECKING:
   from jaxllm.runtime import Env
@@ -35,6 +40,40 @@ def cut_prompt(ids: list[int], budget: int) -> list[int]:
   return ids if len(ids) <= budget else ids[:1] + ids[len(ids) - budget + 1:]
 
 
+def _sample_rows(env: Env, weights: Any, lora: Any, prompts: list[list[int]], params: sampling.SamplingParams,
+                 batch_size: int, rng: jax.Array) -> list[tool_loop.Sampled]:
+  """Every prompt completed (stop token kept), sorted by length into fixed-size batches (the last padded with
+  repeats) so the engine compiles one program per prompt-length bucket."""
+  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+  batch_size = max(1, min(batch_size, len(prompts)))
+  out: list[tool_loop.Sampled | None] = [None] * len(prompts)
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    batch = [prompts[i] for i in idx]
+    batch += [batch[-1]] * (batch_size - len(batch))
+    gen = sampling.generate(env.model, weights, batch, params, jax.random.fold_in(rng, start), lora=lora,
+                            pad_id=env.tokenizer.pad_id)
+    for row, i in enumerate(idx):
+      n = int(gen.lengths[row])
+      out[i] = tool_loop.Sampled(gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist(),
+                                 bool(gen.stopped[row]))
+  return out
+
+
+def _params(env: Env, max_new_tokens: int, temperature: float, top_k: int, top_p: float,
+            stops: tuple[int, ...]) -> sampling.SamplingParams:
+  return sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, stop_ids=stops, vocab_limit=env.tokenizer.n_vocab)
+
+
+def _prompt_budget(env: Env, max_new_tokens: int) -> int:
+  budget = env.model_cfg.max_seq_len - max_new_tokens
+  if budget < 1:
+    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_seq_len="
+                     f"{env.model_cfg.max_seq_len}")
+  return budget
+
+
 def generate_ids(env: Env, weights: Any, lora: Any, prompts: list[list[int]], *, max_new_tokens: int,
                  batch_size: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  stops: tuple[int, ...] | None = None,
@@ -42,50 +81,66 @@ def generate_ids(env: Env, weights: Any, lora: Any, prompts: list[list[int]], *,
   """(generated ids per prompt, stop id excluded; whether each stopped) for token-id prompts, each cut from the
   left to fit max_seq_len. Greedy unless temperature > 0 (then top_k / top_p apply); `stops` defaults to the
   chat template's stop ids.
-
-  Prompts are sorted by length and batched in fixed-size batches (the last one padded with repeats) so the
-  engine compiles one program per prompt-length bucket.
   """
   if not prompts:
     return [], np.zeros(0, bool)
-  tokenizer = env.tokenizer
-  budget = env.model_cfg.max_seq_len - max_new_tokens
-  if budget < 1:
-    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_seq_len="
-                     f"{env.model_cfg.max_seq_len}")
+  budget = _prompt_budget(env, max_new_tokens)
   prompts = [cut_prompt(p, budget) for p in prompts]
-  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-  batch_size = max(1, min(batch_size, len(prompts)))
-  stops = chat_template.stop_ids(tokenizer) if stops is None else tuple(stops)
-  params = sampling.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                                   top_p=top_p, stop_ids=stops, vocab_limit=tokenizer.n_vocab)
+  stops = chat_template.stop_ids(env.tokenizer) if stops is None else tuple(stops)
+  params = _params(env, max_new_tokens, temperature, top_k, top_p, stops)
   rng = jax.random.PRNGKey(env.config.seed) if rng is None else rng
-  out: list[list[int]] = [[] for _ in prompts]
-  stopped = np.zeros(len(prompts), bool)
-  for start in range(0, len(order), batch_size):
-    idx = order[start:start + batch_size]
-    batch = [prompts[i] for i in idx]
-    batch += [batch[-1]] * (batch_size - len(batch))
-    gen = sampling.generate(env.model, weights, batch, params, jax.random.fold_in(rng, start), lora=lora,
-                            pad_id=tokenizer.pad_id)
-    for row, i in enumerate(idx):
-      n = int(gen.lengths[row])
-      ids = gen.tokens[row, :n].tolist()
-      if gen.stopped[row] and ids and ids[-1] in stops:
-        ids = ids[:-1]
-      out[i] = ids
-      stopped[i] = bool(gen.stopped[row])
-  return out, stopped
+  rows = _sample_rows(env, weights, lora, prompts, params, batch_size, rng)
+  ids = [r.ids[:-1] if r.stopped and r.ids and r.ids[-1] in stops else r.ids for r in rows]
+  return ids, np.array([r.stopped for r in rows], bool)
+
+
+def generate_with_tools(env: Env, weights: Any, lora: Any, prompts: list[list[int]], *, max_new_tokens: int,
+                        batch_size: int = 32, temperature: float = 0.0,
+                        rng: jax.Array | None = None) -> list[tool_loop.ToolRollout]:
+  """Replies that may call the config's tools (`tools.names`, at most `tools.max_calls` per reply), each turn up
+  to max_new_tokens (jaxllm/tools/loop.py); round r of calls samples with fold_in(rng, r)."""
+  c = env.config
+  budget = _prompt_budget(env, max_new_tokens)
+  prompts = [cut_prompt(p, budget) for p in prompts]
+  stops = chat_template.stop_ids(env.tokenizer) + chat_template.call_stop_ids(env.tokenizer)
+  params = _params(env, max_new_tokens, temperature, 0, 1.0, stops)
+  rng = jax.random.PRNGKey(c.seed) if rng is None else rng
+
+  def generate_fn(_, inputs: list[list[int]], round_: int) -> list[tool_loop.Sampled]:
+    return _sample_rows(env, weights, lora, inputs, params, batch_size, jax.random.fold_in(rng, round_))
+
+  return tool_loop.run(generate_fn, env.tokenizer, tools.registry(c.tools.names, c.tools.table), prompts,
+                       max_calls=c.tools.max_calls, max_len=env.model_cfg.max_seq_len, max_new_tokens=max_new_tokens)
+
+
+def _uses_tools(env: Env) -> bool:
+  return "tools" in env.config and bool(env.config.tools.names)
 
 
 def generate_raw(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
                  batch_size: int = 32, tools: list[str] | None = None, temperature: float = 0.0,
                  rng: jax.Array | None = None) -> tuple[list[list[int]], np.ndarray]:
-  """`generate_ids` on conversations rendered with the chat template's generation prompt."""
+  """`generate_ids` on conversations rendered with the chat template's generation prompt; with the config's
+  `tools.names`, `generate_with_tools` and each reply's final turn."""
+  ids, stopped, _ = _replies(env, weights, lora, conversations, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, tools=tools, temperature=temperature, rng=rng)
+  return ids, stopped
+
+
+def _replies(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
+             batch_size: int, tools: list[str] | None, temperature: float = 0.0,
+             rng: jax.Array | None = None) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+  """(reply ids, stopped, tool calls per reply)."""
   tools = tools or [""] * len(conversations)
   prompts = [chat_template.prompt_ids(env.tokenizer, c, tools=t) for c, t in zip(conversations, tools)]
-  return generate_ids(env, weights, lora, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                      temperature=temperature, rng=rng)
+  if not _uses_tools(env) or not prompts:
+    ids, stopped = generate_ids(env, weights, lora, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                temperature=temperature, rng=rng)
+    return ids, stopped, np.zeros(len(ids))
+  rolls = generate_with_tools(env, weights, lora, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              temperature=temperature, rng=rng)
+  return ([r.reply_ids for r in rolls], np.array([r.stopped for r in rolls], bool),
+          np.array([r.calls for r in rolls], np.float64))
 
 
 def generate_answers(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
@@ -121,9 +176,22 @@ def generation_metrics(env: Env, weights: Any, lora: Any, conversations: list[li
   """Greedy generation on every conversation, scored against its reference; a flat dict of floats."""
   if kind not in KINDS:
     raise ValueError(f"evaluation kind {kind!r} is not one of {KINDS}")
-  ids, stopped = generate_raw(env, weights, lora, conversations, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, tools=tools)
-  metrics = score([env.tokenizer.decode(x) for x in ids], references, kind)
+  ids, stopped, calls = _replies(env, weights, lora, conversations, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, tools=tools)
+  texts = [env.tokenizer.decode(x) for x in ids]
+  metrics = score(texts, references, kind)
   metrics["gen_tokens"] = float(np.mean([len(x) for x in ids])) if ids else 0.0
   metrics["stopped"] = float(stopped.mean()) if len(stopped) else 0.0
+  if _uses_tools(env):
+    metrics["tool_calls"] = float(calls.mean()) if len(calls) else 0.0
+  if kind == "answer":  # a refusal of an answerable question ("I don't know", jaxllm/data/synthetic_tools.py)
+    metrics["false_refusal_rate"] = sum(map(synthetic_tools.is_refusal, texts)) / max(len(texts), 1)
   return metrics
+
+
+def refusal_rate(env: Env, weights: Any, lora: Any, conversations: list[list[dict]], *, max_new_tokens: int,
+                 batch_size: int = 32) -> float:
+  """Share of replies to (unanswerable) conversations that say "I don't know"."""
+  ids, _, _ = _replies(env, weights, lora, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       tools=None)
+  return sum(synthetic_tools.is_refusal(env.tokenizer.decode(x)) for x in ids) / max(len(ids), 1)

@@ -57,6 +57,7 @@ from jaxllm.data import branches
 from jaxllm.losses.grpo import sample_logprobs
 from jaxllm.rewards import Combined
 from jaxllm.state import TrainState, policy_weights, reference_weights
+from jaxllm.tools import loop as tool_loop, rollouts as tool_rollouts
 
 _SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
 GROUP_KEYS = (*branches.ROW_KEYS, "side_index")  # [P, ...] in a group batch; the rest [R, ...]
@@ -197,14 +198,18 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   stops = chat_template.stop_ids(tok)
   params = sampling.params_from(env.config.sampling, stop_ids=stops, vocab_limit=tok.n_vocab)
   weights, lora = policy_weights(state.params, state.frozen)
-  gen = sampling.generate(env.model, weights, [list(p.ids) for p in prompts], params, rng, lora=lora,
-                          pad_id=tok.pad_id, samples_per_prompt=g)
+  if env.config.tools.names:  # replies may call tools: the engine loop runs them (tool results: no loss)
+    gen, tool_rolls = tool_rollouts.sample(env, weights, lora, [list(p.ids) for p in prompts], params, rng, g)
+  else:
+    gen, tool_rolls = sampling.generate(env.model, weights, [list(p.ids) for p in prompts], params, rng, lora=lora,
+                                        pad_id=tok.pad_id, samples_per_prompt=g), None
   t_sample = time.perf_counter()
 
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(len(rows))]
-  # A reply is scored on its text without the stop token; a truncated one (no stop token) is scored as it
-  # stands, flagged in its reference, and loses rl.truncation_penalty.
-  texts = [tok.decode(c[:-1] if stopped else c) for c, stopped in zip(completions, gen.stopped)]
+  # A reply is scored on its text without the stop token (with tools: its final turn's); a truncated one (no
+  # stop token) is scored as it stands, flagged in its reference, and loses rl.truncation_penalty.
+  texts = ([tok.decode(r.reply_ids) for r in tool_rolls] if tool_rolls else
+           [tok.decode(c[:-1] if stopped else c) for c, stopped in zip(completions, gen.stopped)])
   refs = [{**p.record, "truncated": not bool(s)} for p, s in zip(rows, gen.stopped)]
   total_R, parts = rewards(texts, refs)
   total_R = total_R - rl.truncation_penalty * (~gen.stopped).astype(np.float32)
@@ -213,10 +218,13 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
 
   if rl.group_rows:
     ids = [p.ids for p in prompts]
-    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, params.max_new_tokens, g))
+    longest = env.config.data.seq_len if tool_rolls else params.max_new_tokens  # tool turns extend a completion
+    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, longest, g))
     batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
   else:
     batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
+  if tool_rolls:  # tool results were not sampled: no loss, no policy gradient, no KL on them
+    batch["loss_mask"] *= tool_loop.sampled_mask([len(p.ids) for p in rows], tool_rolls, env.config.data.seq_len)
   ref_weights, ref_lora = reference_weights(state.frozen)
   groups_per_step = len(prompts) // rl.minibatches
   if rl.ppo_epochs * rl.minibatches > 1:

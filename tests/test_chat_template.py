@@ -60,9 +60,10 @@ def test_tool_roles(tok):
   r = chat_template.render(tok, messages, train_on="all", tools='[{"name": "w"}]')
   text = tok.decode(r.ids)
   assert text.startswith("<|im_start|>system\n" + chat_template.TOOLS_HEADER + '[{"name": "w"}]<|im_end|>')
-  assert '<|im_start|>assistant\n{"name": "w"}<|im_end|>' in text  # a call is spoken by the assistant
+  call = '<tool_call>\n{"name": "w", "arguments": {}}\n</tool_call>'  # Qwen / Hermes-style marked call
+  assert f'<|im_start|>assistant\n{call}<|im_end|>' in text  # a call is spoken by the assistant
   assert '<|im_start|>tool\n{"t": 20}<|im_end|>' in text
-  assert _learnt(tok, r) == '{"name": "w"}<|im_end|>20 degrees<|im_end|>'
+  assert _learnt(tok, r) == f'{call}<|im_end|>20 degrees<|im_end|>'  # the tool's result carries no loss
   with_system = chat_template.with_tools([{"role": "system", "content": "S"}, *messages], "T")
   assert with_system[0]["content"] == "S\n\n" + chat_template.TOOLS_HEADER + "T" and len(with_system) == 5
 

@@ -2,7 +2,7 @@
 the held-out prompts and reference answers the generation metrics read (jaxllm/stages/sft.py).
 
 `data.name` '' = the built-in task world (its own held-out split, `sft.first_step_only` flawing training
-demonstrations only); else a dataset or file read through `sources.load_config` as `sft.formatting`, where
+demonstrations only, `data.tools` calling tools, `data.unanswerable` refusing problems missing a number); else a dataset or file read through `sources.load_config` as `sft.formatting`, where
 classification records become chat turns "sft.instruction\\ntext" -> label, split `data.eval_fraction` held out
 by seed.
 """
@@ -13,7 +13,8 @@ import dataclasses
 import ml_collections
 
 from jaxllm import answers
-from jaxllm.data import sources, synthetic, text
+from jaxllm import tools
+from jaxllm.data import sources, synthetic_tools, text
 
 
 @dataclasses.dataclass
@@ -41,9 +42,10 @@ def load_chats(config: ml_collections.ConfigDict) -> ChatData:
   data, s = config.data, config.sft
   if not data.name:
     def chats(split: str, n: int) -> list[dict]:
-      flawed = s.first_step_only if split == "train" else 0.0  # held-out references stay right
-      return [{"messages": m, "tools": ""}
-              for m in synthetic.sft_examples(config.seed, split, n, first_step_only=flawed)]
+      train = split == "train"  # held-out references stay right and answerable (eval.unanswerable probes refusal)
+      return synthetic_tools.chats(config.seed, split, n, tools=tools.parse_names(data.tools),
+                                   unanswerable=data.unanswerable if train else 0.0,
+                                   first_step_only=s.first_step_only if train else 0.0)
     kind = "answer" if s.eval_kind == "auto" else s.eval_kind
     return ChatData(chats("train", data.train_examples), chats("eval", data.eval_examples), kind, "built-in world")
   result = sources.load_config(data, _record_kind, s.formatting, limit=data.max_examples or None)

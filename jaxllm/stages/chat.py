@@ -8,7 +8,7 @@ Each reply is one `sampling.generate` call over the whole conversation so far (n
 turns: re-reading a few hundred prompt tokens is one batched forward pass, far cheaper than the decode loop).
 Streaming uses the engine's `on_token` host callback, so tokens appear as the compiled loop draws them; the
 callback and the sampling settings are the same object on every turn, so each prompt-length bucket compiles
-once. When the conversation no longer fits in max_seq_len with room for a full reply, the oldest turns are
+once. With `tools.names` a reply that calls a tool is answered by it and continued (jaxllm/tools/). When the conversation no longer fits in max_seq_len with room for a full reply, the oldest turns are
 dropped (the system prompt is kept).
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxllm import chat_template, sampling
+from jaxllm import chat_template, sampling, tools
+from jaxllm.tools import calls as tool_calls
 from jaxllm.config import ConfigError
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.tokenizer import Tokenizer
@@ -31,10 +32,10 @@ from jaxllm.tokenizer import Tokenizer
 COMMANDS = "/reset clears the conversation, /quit (or Ctrl-D) leaves"
 
 
-def build_prompt(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
+def build_prompt(tokenizer: Tokenizer, messages: list[dict], tools_json: str = "") -> list[int]:
   """Ids of the conversation plus the assistant's generation prompt, in the model's own chat template (ChatML
   for jaxllm's own models). Text a user types is encoded as text, so typing "<|im_end|>" cannot end a turn."""
-  return chat_template.prompt_ids(tokenizer, messages)
+  return chat_template.prompt_ids(tokenizer, messages, tools=tools_json)
 
 
 def load(config: ml_collections.ConfigDict) -> tuple[Transformer, dict, Tokenizer]:
@@ -91,6 +92,8 @@ class Chat:
     self.streamer = Streamer(self.tokenizer, self.stops, out)
     self.params = sampling.params_from(config.sampling, self.stops, self.tokenizer.n_vocab)
     self.rng = jax.random.PRNGKey(config.seed)
+    self.tools = tools.registry(config.tools.names, config.tools.table)
+    self.schema = tools.describe(self.tools) if config.tools.schema else ""  # shown in the system turn
     self.turns = self.new_tokens = 0
     self.seconds = 0.0
     self.reset()
@@ -103,10 +106,10 @@ class Chat:
     """The conversation without its oldest turns until a full reply fits in max_seq_len; its prompt ids."""
     max_len = self.model.cfg.max_seq_len
     first = 1 if messages[0]["role"] == "system" else 0
-    ids = build_prompt(self.tokenizer, messages)
+    ids = build_prompt(self.tokenizer, messages, self.schema)
     while len(ids) + self.params.max_new_tokens > max_len and len(messages) > first + 1:
       messages = messages[:first] + messages[first + 1:]
-      ids = build_prompt(self.tokenizer, messages)
+      ids = build_prompt(self.tokenizer, messages, self.schema)
     budget = min(self.params.max_new_tokens, max_len - len(ids))
     if budget < 1:
       raise ValueError(f"the message is too long: the prompt is {len(ids)} tokens and the model's "
@@ -116,8 +119,27 @@ class Chat:
     return messages, ids, params
 
   def reply(self, text: str) -> str:
-    """Stream the reply to `text` and add both to the history (left unchanged if the text cannot fit)."""
-    messages, ids, params = self._fit(self.messages + [{"role": "user", "content": text}])
+    """Stream the reply to `text` and add both to the history (left unchanged if the text cannot fit). With
+    `tools.names`, a reply that calls a tool gets the result (printed as `[tool] ...`) as a `tool` turn and
+    the model speaks again, up to `tools.max_calls` times."""
+    messages = self.messages + [{"role": "user", "content": text}]
+    for _ in range(self.config.tools.max_calls):
+      answer, messages = self._speak(messages)
+      call = tool_calls.cut_after_call(answer) if self.tools else None
+      if call is None:
+        break
+      result = tools.run_call(self.tools, call)
+      print(f"[tool] {result}", file=self.streamer.out, flush=True)
+      messages = messages[:-1] + [{"role": "function_call", "content": call}, {"role": "tool", "content": result}]
+    else:
+      answer, messages = self._speak(messages)
+    self.messages = messages
+    return answer
+
+  def _speak(self, messages: list[dict]) -> tuple[str, list[dict]]:
+    """One streamed assistant turn after `messages`: (its text, the conversation with it, oldest turns dropped
+    if they had to go)."""
+    messages, ids, params = self._fit(messages)
     self.streamer.start()
     start = time.perf_counter()
     out = sampling.generate(self.model, self.weights, [ids], params, jax.random.fold_in(self.rng, self.turns),
@@ -131,8 +153,7 @@ class Chat:
     self.turns += 1
     self.new_tokens += n
     answer = self.tokenizer.decode(reply_ids)
-    self.messages = messages + [{"role": "assistant", "content": answer}]
-    return answer
+    return answer, messages + [{"role": "assistant", "content": answer}]
 
   def metrics(self) -> dict:
     return {"turns": self.turns, "new_tokens": self.new_tokens,

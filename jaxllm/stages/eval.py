@@ -8,7 +8,9 @@ are the last stdout line (one JSON object).
   python run.py --config=configs/eval.py --config.init_from=REWARD_W --config.eval.task=pair_accuracy
 
 Tasks: `perplexity` (held-out split of a text set, or the built-in world's held-out prose), `accuracy` (greedy
-answers checked against references: built-in held-out problems, or GSM8K), `classification` (generated label ==
+answers checked against references: built-in held-out problems, or GSM8K; with `tools.names` the model may call
+tools while answering; `false_refusal_rate` is the share answered "I don't know", and on the built-in world
+`eval.unanswerable` > 0 asks that many held-out problems missing a number and reports `refusal_rate`), `classification` (generated label ==
 reference, e.g. waimai_10k's held-out split), `pair_accuracy` (preference pairs: a reward model's scores, or a
 policy's summed answer log-probabilities, ranking chosen above rejected), `lm_eval:<task>[,<task>...]`
 (lm-evaluation-harness tasks through jaxllm/lm_eval_model.py; see jaxllm/lm_eval_run.py and docs/evaluation.md).
@@ -21,9 +23,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxllm import evals, lm_eval_run, runtime, train, wandb_sink
+from jaxllm import evals, lm_eval_run, runtime, tools, train, wandb_sink
 from jaxllm.config import LM_EVAL_PREFIX
-from jaxllm.data import pipelines, preference, sources, synthetic, text
+from jaxllm.data import pipelines, preference, sources, synthetic, synthetic_tools, text
 from jaxllm.losses.dpo import sequence_logps
 from jaxllm.losses.reward import pair_hidden_states, pair_scores
 from jaxllm.metrics import MetricsWriter
@@ -52,9 +54,8 @@ def perplexity(env: runtime.Env) -> dict:
 
 def _answer_items(config: ml_collections.ConfigDict) -> tuple[list[list[dict]], list[str]]:
   n = config.eval.examples
-  if not config.data.name:
-    items = synthetic.rl_prompts(config.seed, "eval", n)
-    return [it["messages"] for it in items], [it["answer"] for it in items]
+  if not config.data.name:  # asked as the SFT demonstrations asked (with data.tools: the tool prompt)
+    return synthetic_tools.answer_items(config.seed, "eval", n, tools.parse_names(config.data.tools))
   result = sources.load_config(config.data, "gsm8k", limit=n)
   system = {"role": "system", "content": config.sampling.system or synthetic.SYSTEM_PROMPT}
   return ([[system, {"role": "user", "content": r["question"]}] for r in result.records],
@@ -74,6 +75,10 @@ def generation(env: runtime.Env, kind: str) -> dict:
   conversations, refs = (_answer_items(c) if kind == "answer" else _classification_items(c))
   metrics = evals.generation_metrics(env, env.pretrained.weights, None, conversations, refs, kind,
                                      max_new_tokens=c.sampling.max_new_tokens, batch_size=c.eval.batch_size)
+  if kind == "answer" and not c.data.name and c.eval.unanswerable:
+    probes = synthetic_tools.unanswerable_prompts(c.seed, "eval", c.eval.unanswerable, tools.parse_names(c.data.tools))
+    metrics["refusal_rate"] = evals.refusal_rate(env, env.pretrained.weights, None, probes,
+                                                 max_new_tokens=c.sampling.max_new_tokens, batch_size=c.eval.batch_size)
   return {**metrics, "examples": len(refs)}
 
 
