@@ -166,3 +166,58 @@ def test_unanswerable_problems_lack_exactly_one_given_number():
   same = synthetic_tools.chats(0, "train", 400)
   assert all(c in same for c in answered)  # answerable problems are exactly those without the setting
   assert synthetic_tools.is_refusal("Sorry, I don't know.") and not synthetic_tools.is_refusal("#### 4")
+
+
+def _forced_rollout(tmp_path, tokenizer_dir, monkeypatch):
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from conftest import tiny_config
+  from jaxllm import rewards, rl, runtime, train
+  from jaxllm.state import make_optimizer
+  from tool_grpo_worker import forced_generate
+
+  env = runtime.prepare(tiny_config("grpo", tmp_path, tokenizer_dir, **{
+      "tools.names": "calculator", "sampling.max_new_tokens": 96, "data.seq_len": 256, "model.max_seq_len": 256}))
+  monkeypatch.setattr(rl.tool_rollouts.sampling, "generate", forced_generate(env.tokenizer))
+  state, _ = train.init_state(env, train.Task(loss="grpo", batches=None), make_optimizer(env.config.optim, 1))
+  records = synthetic_tools.rl_prompts(0, "train", env.config.rl.prompts_per_step)
+  prompts, _ = rl.encode_prompts(env.tokenizer, records, env.config.rl.max_prompt_len)
+  import jax
+  return env, prompts, rl.rollout(env, state, prompts, rewards.build(env.config.rl), jax.random.PRNGKey(0))
+
+
+@pytest.mark.slow  # > 5 s: a tiny GRPO state and its reference log-probs compile
+def test_grpo_rows_give_tool_results_no_policy_gradient(tmp_path, tokenizer_dir, monkeypatch):
+  """Every sample calls the calculator once, reads "5" and answers: its loss mask, by hand, is 1 on the call
+  and the answer and 0 on the tool turn between them."""
+  env, prompts, roll = _forced_rollout(tmp_path, tokenizer_dir, monkeypatch)
+  tok, g = env.tokenizer, env.config.rl.group_size
+  call = tok.encode(calls.format_call("calculator", {"expression": "2 + 3"})) + [tok.im_end_id]
+  turn = chat_template.tool_turn_ids(tok, "5", True)
+  mask = roll.batch["loss_mask"]
+  for r in range(len(prompts) * g):
+    p = len(prompts[r // g].ids)
+    answer = tok.encode(f"#### {5 if r % 2 else 4}") + [tok.im_end_id]
+    hand = np.zeros(mask.shape[1], np.float32)
+    hand[p - 1:p - 1 + len(call)] = 1
+    hand[p - 1 + len(call) + len(turn):p - 1 + len(call) + len(turn) + len(answer)] = 1
+    np.testing.assert_array_equal(mask[r], hand, err_msg=f"row {r}")
+  # The reference log-probs (the KL term) are zero off the mask: tool tokens get no KL either.
+  assert not np.any(roll.batch["ref_logprobs"][mask == 0])
+
+
+@pytest.mark.slow
+def test_grpo_with_tools_on_eight_devices_matches_one(tmp_path, tokenizer_dir):
+  """The forced tool-calling GRPO run (tests/tool_grpo_worker.py) trains the same on a 2x2x2 mesh of 8 fake
+  devices as on one."""
+  losses = []
+  for devices, mesh in ((1, ("1", "1", "1")), (8, ("2", "2", "2"))):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": REPO}
+    workdir = tmp_path / f"d{devices}"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "tool_grpo_worker.py"), str(workdir),
+                           tokenizer_dir, *mesh], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    losses.append([r["loss"] for r in rows if r["split"] == "train"])
+  assert len(losses[0]) == 2 and all(np.isfinite(losses[0]))
+  np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxllm.data import sources, synthetic, text
+from jaxllm import tools
+from jaxllm.data import sources, synthetic_tools, text
 from jaxllm.errors import ConfigError
 
 
@@ -20,8 +21,9 @@ def load_prompts(config: ml_collections.ConfigDict) -> tuple[list[dict], list[di
   "answer": str}."""
   data, r = config.data, config.rl
   if not data.name:
-    return (synthetic.rl_prompts(config.seed, "train", data.train_examples),
-            synthetic.rl_prompts(config.seed, "eval", r.eval_prompts), "built-in world", 0)
+    demos = tools.parse_names(data.tools)  # the SFT demonstrations' prompt (the tool prompt with data.tools)
+    return (synthetic_tools.rl_prompts(config.seed, "train", data.train_examples, demos),
+            synthetic_tools.rl_prompts(config.seed, "eval", r.eval_prompts, demos), "built-in world", 0)
   limit = data.max_examples or None
   train_rows = sources.load_config(data, "gsm8k", limit=limit)
   records, held_rows = train_rows.records, None

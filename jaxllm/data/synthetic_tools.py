@@ -103,3 +103,9 @@ def unanswerable_prompts(seed: int, split: str, n: int, tools: list[str] = ()) -
   """n prompt conversations whose question lacks a number: the refusal-rate probe."""
   rng = random.Random(synthetic._stable_int("jaxllm.synthetic_tools", "probe", split, int(seed)))
   return [prompt_turns(make_unanswerable(p, rng), tools) for p in synthetic.problems(seed, split, n)]
+
+
+def rl_prompts(seed: int, split: str, n: int, tools: list[str] = ()) -> list[dict]:
+  """GRPO prompts {"messages", "answer"}, asked as the SFT demonstrations asked (with tools: the tool prompt)."""
+  conversations, answers = answer_items(seed, split, n, tools)
+  return [{"messages": m, "answer": a} for m, a in zip(conversations, answers)]
