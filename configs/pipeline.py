@@ -6,7 +6,8 @@
 tokenizer -> pretrain -> SFT -> reward model -> GRPO (DPO beside it) -> held-out evaluation of SFT and GRPO;
 each stage in workdir/<stage>, started from the stage before. Every stage is a sub-config:
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
-runs a prefix. Results: workdir/report.md with plots. Timings measured here: docs/results.md.
+runs a prefix; optional stages: `sft_tools,eval_sft_tools` (calculator tool use, docs/tools.md). Results:
+workdir/report.md with plots. Timings measured here: docs/results.md.
 
 Its own top-level keys are only stage, seed (given to every stage), workdir, pipeline.stages and log.wandb*
 (Weights & Biases for every stage: one group, one run per stage): a stage's key is set on its sub-config, and
@@ -49,5 +50,11 @@ def get_config(arg: str | None = None):
     c[name].eval.at_start = True  # each curve starts at the model the stage starts from (step 0)
   for name in ("eval_sft", "eval_grpo"):
     c[name] = importlib.import_module("configs.eval").get_config(arg)
+  # Optional stages (add them to pipeline.stages): SFT whose demonstrations call the calculator, and its
+  # held-out pass@1 with the calculator running (docs/tools.md)
+  c.sft_tools = importlib.import_module("configs.sft_tools").get_config(arg)
+  c.eval_sft_tools = importlib.import_module("configs.eval").get_config(arg)
+  c.eval_sft_tools.data.tools = c.eval_sft_tools.tools.names = "calculator"
+  c.eval_sft_tools.sampling.max_new_tokens = c.sft_tools.sampling.max_new_tokens
   c.lock()
   return c

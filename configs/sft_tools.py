@@ -24,9 +24,8 @@ def get_config(arg: str | None = None):
   # a call turn is ~75 tokens of a tokenizer trained on this world's prose (its JSON is spelt nearly letter by
   # letter); each turn of a reply gets this many new tokens
   c.sampling.max_new_tokens = 96
-  if arg == "tiny":
-    c.data.update(batch_size=8, seq_len=256)
+  if arg == "tiny":  # a smoke test in the tiny model's 128 tokens: demonstrations are cut, replies end on a call
+    c.data.update(batch_size=8, seq_len=128)
     c.sampling.max_new_tokens = 48
-    c.model.max_seq_len = 256
   c.lock()
   return c

@@ -221,3 +221,41 @@ def test_grpo_with_tools_on_eight_devices_matches_one(tmp_path, tokenizer_dir):
     losses.append([r["loss"] for r in rows if r["split"] == "train"])
   assert len(losses[0]) == 2 and all(np.isfinite(losses[0]))
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+@pytest.mark.slow  # ~20 s: a tiny workdir is written and loaded
+def test_chat_runs_the_call_and_speaks_again(tmp_path, monkeypatch):
+  """A chat model forced to call the calculator and then answer: the result is printed, the history holds the
+  call and the tool turn, and the second reply is what the user gets."""
+  import io
+
+  from configs import chat as chat_config
+  from conftest import write_tiny_workdir
+  from jaxllm import sampling
+  from jaxllm.stages import chat
+
+  workdir = write_tiny_workdir(str(tmp_path), max_seq_len=1024)  # the schema is ~300 tokens
+  config = chat_config.get_config()
+  config.init_from = workdir
+  config.tools.names = "calculator"
+  config.sampling.max_new_tokens = 96
+  tok = Tokenizer.load(os.path.join(workdir, "tokenizer"))
+  replies = iter([calls.format_call("calculator", {"expression": "6 * 7"}), "it is 42"])
+  prompts = []
+
+  def forced(model, weights, batch, params, rng, on_token=None, **_):
+    prompts.append(list(batch[0]))
+    ids = tok.encode(next(replies)) + [tok.im_end_id]
+    tokens = np.zeros((1, params.max_new_tokens), np.int32)
+    tokens[0, :len(ids)] = ids
+    return sampling.Generation(tokens, np.zeros_like(tokens, np.float32), np.array([len(ids)]), np.array([True]))
+
+  monkeypatch.setattr(chat.sampling, "generate", forced)
+  out = io.StringIO()
+  conversation = chat.Chat(config, out)
+  assert conversation.reply("what is 6 times 7?") == "it is 42"
+  assert "[tool] 42" in out.getvalue()
+  assert [m["role"] for m in conversation.messages] == ["user", "function_call", "tool", "assistant"]
+  assert conversation.messages[2]["content"] == "42"
+  schema = tools.describe(tools.registry("calculator"))
+  assert prompts[1] == chat_template.prompt_ids(tok, conversation.messages[:3], tools=schema)

@@ -8,7 +8,8 @@ Each reply is one `sampling.generate` call over the whole conversation so far (n
 turns: re-reading a few hundred prompt tokens is one batched forward pass, far cheaper than the decode loop).
 Streaming uses the engine's `on_token` host callback, so tokens appear as the compiled loop draws them; the
 callback and the sampling settings are the same object on every turn, so each prompt-length bucket compiles
-once. With `tools.names` a reply that calls a tool is answered by it and continued (jaxllm/tools/). When the conversation no longer fits in max_seq_len with room for a full reply, the oldest turns are
+once. With `tools.names` a reply that calls a tool is answered by it and continued (jaxllm/tools/). When the
+conversation no longer fits in max_seq_len with room for a full reply, the oldest turns are
 dropped (the system prompt is kept).
 """
 from __future__ import annotations

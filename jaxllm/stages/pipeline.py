@@ -32,6 +32,9 @@ CHAIN = (
     ("ppo", "sft", None),  # optional
     ("eval_sft", "sft", None),
     ("eval_grpo", "grpo", None),
+    # optional (not in pipeline.stages by default): SFT with calculator calls, evaluated with the calculator
+    ("sft_tools", "pretrain", None),
+    ("eval_sft_tools", "sft_tools", None),
 )
 
 
