@@ -10,7 +10,8 @@ GRPO, the eval stage) goes through here. Kinds of reference:
   answer          a final number: `accuracy` = pass@1 of the extracted answer (`answers.answers_match`),
                   `answer_format` = share of generations with "#### <number>"
   classification  a label: `accuracy` = generated text (stripped) equals the label, `valid_label` = share of
-                  generations that are one of the labels seen among the references
+                  generations that are one of the labels seen among the references, `macro_f1` = mean over
+                  those labels of their F1 (a generation that is no label is a miss of its reference's class)
   exact           any text: `accuracy` = stripped generated text equals the stripped reference
 
 Every kind also reports `gen_tokens` (mean generated tokens) and `stopped` (share that ended with a stop id);
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxllm import answers, chat_template, sampling, tools
+from jaxllm import answers, chat_template, class_metrics, sampling, tools
 from jaxllm.data import synthetic_tools
 from jaxllm.tools import loop as tool_loop
 
@@ -166,7 +167,8 @@ def score(texts: list[str], references: list[str], kind: str) -> dict[str, float
     labels = {r.strip() for r in references}
     correct = sum(t.strip() == r.strip() for t, r in zip(texts, references))
     valid = sum(t.strip() in labels for t in texts)
-    return {"accuracy": correct / n, "valid_label": valid / n}
+    return {"accuracy": correct / n, "valid_label": valid / n,
+            "macro_f1": class_metrics.label_summary(references, texts)["macro_f1"]}
   return {"accuracy": sum(t.strip() == r.strip() for t, r in zip(texts, references)) / n}
 
 

@@ -38,6 +38,7 @@ class LoadResult:
   source: str  # file path(s) read
   skip_reasons: list[str] = dataclasses.field(default_factory=list)  # the first _MAX_REASONS skip messages
   formatting: str = ""  # the format the records were read in (given or detected)
+  locations: list[str] = dataclasses.field(default_factory=list)  # each record's file and row, for later checks
 
 
 class RowError(Exception):

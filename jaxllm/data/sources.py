@@ -116,7 +116,7 @@ def _load(where: str | dict, formatting: str | None, kind: KindArg, columns: dic
   if cap is not None and (not isinstance(cap, int) or cap < 1):
     raise ValueError(f"{what}: limit must be a positive integer or None, got {cap!r}")
   rows, source = _rows(where, sink, split, subset, streaming)
-  fn, records = None, []
+  fn, records, locations = None, [], []
   for where_row, row in rows:
     if cap is not None and len(records) >= cap:
       break
@@ -130,11 +130,12 @@ def _load(where: str | dict, formatting: str | None, kind: KindArg, columns: dic
       fn = row_fn(make_spec(formatting, bool(ranking), columns, tags), kind)
     try:
       records.append(fn(row))
+      locations.append(where_row)
     except RowError as e:
       sink.bad(where_row, str(e))
   if not records:
     raise DataError(f"{source}: no usable records (all {sink.skipped} skipped; first: {sink.reasons[:1]})")
-  return LoadResult(records, sink.skipped, source, sink.reasons, formatting)
+  return LoadResult(records, sink.skipped, source, sink.reasons, formatting, locations)
 
 
 def entry_formatting(entry: dict) -> str | None:

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import ml_collections
 
 LossFn = Callable[..., tuple]
-FEEDS = ("pretrain", "sft", "preference", "grpo", "rft", "ppo")  # stage modules (jaxllm/stages/) that feed objectives
+# stage modules (jaxllm/stages/) that feed objectives
+FEEDS = ("pretrain", "sft", "preference", "grpo", "rft", "ppo", "classify")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Objective:
   loss: LossFn
   # The stage module that builds its batches and runs it: pretrain (packed text), sft (chat turns with an
   # answer mask), preference (rows from `batches` below), grpo (rollouts), rft (rounds of kept samples),
-  # ppo (rollouts with values and GAE advantages)
+  # ppo (rollouts with values and GAE advantages), classify (labelled texts)
   feed: str
   # feed "preference": (config, tokenizer) -> (train batch source, held-out batches, counts): the batch kind
   # the loss reads (shared-prompt pairs, tagged single answers, ...)
