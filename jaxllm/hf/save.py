@@ -37,6 +37,24 @@ def _architecture(cfg: dict) -> tuple[str, str]:
   return "llama", "LlamaForCausalLM"
 
 
+# The transformers class of each family's classifier: its base model, then `score` ([C, D], no bias) on the final
+# hidden state of the last non-pad token, which is what a last-pooled jaxllm classify head computes.
+SEQUENCE_CLASSIFIERS = {"LlamaForCausalLM": "LlamaForSequenceClassification",
+                        "MistralForCausalLM": "MistralForSequenceClassification",
+                        "Qwen2ForCausalLM": "Qwen2ForSequenceClassification",
+                        "Qwen3ForCausalLM": "Qwen3ForSequenceClassification",
+                        "Gemma2ForCausalLM": "Gemma2ForSequenceClassification",
+                        "Gemma3ForCausalLM": "Gemma3TextForSequenceClassification"}
+
+
+def classifier_config(config: dict, labels: list[str]) -> dict:
+  """A causal-LM config.json made the family's ...ForSequenceClassification one, with labels (num_labels is
+  len(id2label) in transformers)."""
+  return {**config, "architectures": [SEQUENCE_CLASSIFIERS[config["architectures"][0]]],
+          "id2label": {str(i): name for i, name in enumerate(labels)},
+          "label2id": {name: i for i, name in enumerate(labels)}, "problem_type": "single_label_classification"}
+
+
 def hf_config(cfg: dict, dtype: str = "float32") -> dict:
   """jaxllm model.* keys -> a transformers config.json (llama, mistral, qwen2, qwen3, gemma2 or gemma3_text by
   the features used); ValueError for a combination no Hugging Face architecture computes."""
@@ -98,18 +116,21 @@ def _split(items: list, nbytes, max_bytes: int) -> list[list]:
 
 
 def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer | HFTokenizer,
-           max_shard_bytes: int = 2**31, dtype: str = "float32") -> list[str]:
+           max_shard_bytes: int = 2**31, dtype: str = "float32", classifier: tuple[Any, list[str]] | None = None
+           ) -> list[str]:
   """Write a transformers model folder: config.json, safetensors (sharded with an index above
   max_shard_bytes), the tokenizer files (an imported model's own, chat template included; a jaxllm tokenizer as
   tokenizer.json with a ChatML template), generation_config.json. `weights` are merged base weights
-  (load_pretrained merges LoRA). Returns the files written.
+  (load_pretrained merges LoRA). With `classifier` = (a last-pooled classify head's [D, C] matrix, the class
+  names) the folder is the family's ...ForSequenceClassification (SEQUENCE_CLASSIFIERS): `score.weight`
+  instead of `lm_head.weight`, id2label / label2id. Returns the files written.
 
   Everything is written to a staging folder beside `folder` first and moved in only when all of it is written,
   so a failed export leaves `folder` as it was."""
   staging = f"{os.path.normpath(folder)}.partial-{os.getpid()}"
   shutil.rmtree(staging, ignore_errors=True)
   try:
-    written = _write_folder(staging, model_config, weights, tokenizer, max_shard_bytes, dtype)
+    written = _write_folder(staging, model_config, weights, tokenizer, max_shard_bytes, dtype, classifier)
     os.makedirs(folder, exist_ok=True)
     for stale in os.listdir(folder):  # a previous export's shards would shadow or mix with these
       if stale.startswith("model") and stale.endswith((".safetensors", INDEX)):
@@ -122,7 +143,7 @@ def export(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer |
 
 
 def _write_folder(folder: str, model_config: dict, weights: Any, tokenizer: Tokenizer | HFTokenizer,
-                  max_shard_bytes: int, dtype: str) -> list[str]:
+                  max_shard_bytes: int, dtype: str, classifier: tuple[Any, list[str]] | None = None) -> list[str]:
   cfg = dict(model_config)
   cfg["head_dim"] = cfg.get("head_dim") or cfg["d_model"] // cfg["n_heads"]
   model_type = _architecture(cfg)[0]
@@ -135,6 +156,14 @@ def _write_folder(folder: str, model_config: dict, weights: Any, tokenizer: Toke
 
   tensors = [(name, hf_shape(cfg, path, layout), fetch(path, layout)) for name, (path, layout) in spec.items()]
   config = hf_config(cfg, dtype)  # first: its errors cost no writing
+  if classifier is not None:
+    w_DC, labels = classifier
+    if config["architectures"][0] not in SEQUENCE_CLASSIFIERS:
+      raise ValueError(f"{config['architectures'][0]} has no ...ForSequenceClassification counterpart here")
+    config = classifier_config(config, labels)
+    score = lambda: np.asarray(jax.device_get(w_DC), np.float32).T
+    tensors = [t for t in tensors if t[0] != "lm_head.weight"] + [("score.weight", (len(labels), cfg["d_model"]),
+                                                                   score)]
   os.makedirs(folder)
   special_ids = write_tokenizer(folder, tokenizer, cfg["max_seq_len"])
   itemsize = DTYPES[dtype].itemsize
