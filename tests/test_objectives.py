@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tiny_config
 from jaxllm import losses, runtime, train
-from jaxllm.data import pipelines, synthetic, text
+from jaxllm.data import labelled, pipelines, synthetic, text
 from jaxllm.data import sft as sft_data
 
 STEPS = 2  # a retrace shows from the second step on
@@ -71,15 +71,26 @@ def ppo_rows(env):
   return Fixed(batch)
 
 
+def labelled_rows(env):
+  c = env.config
+  rows = labelled.built_in(c.seed, "train", c.data.train_examples)
+  ids = np.asarray([labelled.BUILT_IN_LABELS.index(label) for label in rows.labels], np.int32)
+  encoded = labelled.encode(env.tokenizer, rows, ids, c.data.seq_len, "truncate")
+  return labelled.train_batches(encoded, c.data.batch_size, c.seed, np.ones(2, np.float32))
+
+
+# What a stage fills in from its data before training (here the built-in world's two classes)
+RESOLVED_BY_THE_STAGE = {"classify": {"classify.labels": ",".join(labelled.BUILT_IN_LABELS), "classify.num_classes": 2}}
 BATCHES = {"pretrain": packed_text, "sft": chat, "preference": preference_rows, "grpo": rollout_rows, "rft": chat,
-           "ppo": ppo_rows}
+           "ppo": ppo_rows, "classify": labelled_rows}
 
 
 @pytest.mark.parametrize("name", losses.names())
 def test_every_objective_trains_and_its_step_traces_once(name, tmp_path, tokenizer_dir, monkeypatch):
   objective = losses.get(name)
   config = tiny_config(name, tmp_path, tokenizer_dir, steps=STEPS, **{  # one block: tracing is most of the cost
-      "model.n_layers": 1, "data.train_examples": 32, "data.eval_examples": 8, "log.every": 1, "sample.num": 0})
+      "model.n_layers": 1, "data.train_examples": 32, "data.eval_examples": 8, "log.every": 1, "sample.num": 0,
+      **RESOLVED_BY_THE_STAGE.get(name, {})})
   env = runtime.prepare(config)
   task = train.Task(loss=name, batches=BATCHES[objective.feed](env))
 

@@ -87,6 +87,9 @@ def class_head(env, rng) -> dict:
   """The trained extra: init_from's head when it is a classify run with as many classes (trained further), else a
   new one."""
   c = env.config
+  if c.classify.num_classes < 2:
+    raise ValueError(f"classify.num_classes={c.classify.num_classes}: the classify stage fills it in from the "
+                     "labels before training")
   if env.pretrained is not None and HEAD in env.pretrained.extras:
     head = env.pretrained.extras[HEAD]
     if head["w"].shape == (c.model.d_model, c.classify.num_classes):
