@@ -6,8 +6,9 @@
 tokenizer -> pretrain -> SFT -> reward model -> GRPO (DPO beside it) -> held-out evaluation of SFT and GRPO;
 each stage in workdir/<stage>, started from the stage before. Every stage is a sub-config:
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
-runs a prefix; optional stages: `sft_tools,eval_sft_tools` (calculator tool use, docs/tools.md). Results:
-workdir/report.md with plots. Timings measured here: docs/results.md.
+runs a prefix; optional stages: `sft_tools,eval_sft_tools` (calculator tool use, docs/tools.md), `classify` (a
+correct/wrong head on the SFT model, docs/classify.md). Results: workdir/report.md with plots. Timings measured
+here: docs/results.md.
 
 Its own top-level keys are only stage, seed (given to every stage), workdir, pipeline.stages and log.wandb*
 (Weights & Biases for every stage: one group, one run per stage): a stage's key is set on its sub-config, and
@@ -56,5 +57,8 @@ def get_config(arg: str | None = None):
   c.eval_sft_tools = importlib.import_module("configs.eval").get_config(arg)
   c.eval_sft_tools.data.tools = c.eval_sft_tools.tools.names = "calculator"
   c.eval_sft_tools.sampling.max_new_tokens = c.sft_tools.sampling.max_new_tokens
+  # a classification head (correct / wrong worked answer) on the SFT model (docs/classify.md)
+  c.classify = importlib.import_module("configs.classify").get_config(arg)
+  c.classify.eval.at_start = True
   c.lock()
   return c

@@ -26,14 +26,15 @@ HELD_OUT = {
     "ppo": ("held-out pass@1", "eval_accuracy"),
     "eval_sft": ("pass@1 of the SFT model", "accuracy"),
     "eval_grpo": ("pass@1 of the GRPO model", "accuracy"),
+    "classify": ("held-out accuracy (correct / wrong answer)", "eval_accuracy"),
 }
 # more held-out metrics a stage's table rows and plot show, after its HELD_OUT one
-MORE_HELD_OUT = {"sft": (("held-out pass@1", "eval_accuracy"),)}
+MORE_HELD_OUT = {"sft": (("held-out pass@1", "eval_accuracy"),), "classify": (("held-out macro-F1", "eval_macro_f1"),)}
 # an evaluation-only stage's starting point: the stage it is compared with
 COMPARED_WITH = {"eval_grpo": "eval_sft"}
 # held-out shares in [0, 1]: shown as percentages, changes in points, plotted on a 0..1 axis
-SHARES = ("eval_accuracy", "eval_answer_format", "accuracy")
-CHANCE = {"reward": 0.5, "dpo": 0.5}  # pair accuracy of a coin flip
+SHARES = ("eval_accuracy", "eval_answer_format", "accuracy", "eval_macro_f1")
+CHANCE = {"reward": 0.5, "dpo": 0.5, "classify": 0.5}  # pair accuracy of a coin flip; balanced 2-class accuracy
 
 
 def held_out_series(workdir: str, stage: str, summary_key: str) -> tuple[list[int], list[float]]:

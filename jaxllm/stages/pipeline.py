@@ -35,6 +35,7 @@ CHAIN = (
     # optional (not in pipeline.stages by default): SFT with calculator calls, evaluated with the calculator
     ("sft_tools", "pretrain", None),
     ("eval_sft_tools", "sft_tools", None),
+    ("classify", "sft", None),  # optional
 )
 
 
