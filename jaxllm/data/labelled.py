@@ -53,7 +53,8 @@ class LabelledData:
   skipped: int  # rows skipped while reading (data.on_bad_row=skip)
 
 
-def _built_in(seed: int, split: str, n: int) -> Rows:
+def built_in(seed: int, split: str, n: int) -> Rows:
+  """n rows of the built-in world's split: a problem and a worked answer, labelled correct or wrong."""
   rows = Rows([], [], [])
   for i, pair in enumerate(synthetic.preference_pairs(seed, split, (n + 1) // 2)):
     question = pair["messages"][-1]["content"]
@@ -82,8 +83,8 @@ def load(config: ml_collections.ConfigDict) -> LabelledData:
   """Training and held-out labelled texts for `config.data` (see the module docstring)."""
   data = config.data
   if not data.name:
-    return LabelledData(_built_in(config.seed, "train", data.train_examples),
-                        _built_in(config.seed, "eval", data.eval_examples), "built-in world", 0)
+    return LabelledData(built_in(config.seed, "train", data.train_examples),
+                        built_in(config.seed, "eval", data.eval_examples), "built-in world", 0)
   read = lambda **kw: _read(data, config.classify, **kw)
   result = read(limit=data.max_examples or None)
   if data.eval_split:
