@@ -37,8 +37,9 @@ def _architecture(cfg: dict) -> tuple[str, str]:
   return "llama", "LlamaForCausalLM"
 
 
-# The transformers class of each family's classifier: its base model, then `score` ([C, D], no bias) on the final
-# hidden state of the last non-pad token, which is what a last-pooled jaxllm classify head computes.
+# The transformers class of each family's classifier (every family _architecture picks has one): its base model,
+# then `score` ([C, D], no bias) on the final hidden state of the last non-pad token, which is what a last-pooled
+# jaxllm classify head computes.
 SEQUENCE_CLASSIFIERS = {"LlamaForCausalLM": "LlamaForSequenceClassification",
                         "MistralForCausalLM": "MistralForSequenceClassification",
                         "Qwen2ForCausalLM": "Qwen2ForSequenceClassification",
@@ -158,8 +159,6 @@ def _write_folder(folder: str, model_config: dict, weights: Any, tokenizer: Toke
   config = hf_config(cfg, dtype)  # first: its errors cost no writing
   if classifier is not None:
     w_DC, labels = classifier
-    if config["architectures"][0] not in SEQUENCE_CLASSIFIERS:
-      raise ValueError(f"{config['architectures'][0]} has no ...ForSequenceClassification counterpart here")
     config = classifier_config(config, labels)
     score = lambda: np.asarray(jax.device_get(w_DC), np.float32).T
     tensors = [t for t in tensors if t[0] != "lm_head.weight"] + [("score.weight", (len(labels), cfg["d_model"]),
