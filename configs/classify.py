@@ -10,9 +10,11 @@ state, cross-entropy) on labelled texts, full or LoRA, from a jaxllm workdir or 
 
 With no data.name the texts are the built-in world's problems with a worked answer, labelled `correct` or
 `wrong` (the reward model's pairs, split into single answers). Held-out metrics: `accuracy`, `macro_f1` and the
-confusion matrix (metrics.jsonl, the summary, workdir/classify_report.md). On waimai_10k the head is compared
-with generated-label SFT from the same trunk, steps and data in experiments/classify_sentiment.py
-(docs/classify.md has the numbers).
+confusion matrix (metrics.jsonl, the summary, workdir/classify_report.md). The default size on the built-in
+world has not been measured yet; :tiny is a smoke test (~1 min on 2 busy cores, 10 steps, no learning expected).
+On waimai_10k (configs/classify_sentiment.py) the head reached 87.7% held-out accuracy / macro-F1 0.863 against
+generated-label SFT's 88.4% / 0.871 from the same trunk, steps and data (experiments/classify_sentiment.py,
+docs/classify.md).
 """
 
 import ml_collections

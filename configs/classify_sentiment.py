@@ -11,8 +11,9 @@ instead generates the label.
 The data is read from its public origin (so these commands need the network); offline, pass a local copy:
 --config.data.name=waimai_10k.csv. Each row is one review's tokens (no instruction, no chat template), the head
 reads its last token (classify.pooling=last). 64 reviews a step: SFT's 32 packed rows hold ~61. Both runs start
-from the same random init (seed 0); experiments/classify_sentiment.py runs the pair and prints both results
-(docs/classify.md).
+from the same random init (seed 0); experiments/classify_sentiment.py runs the pair and prints both results:
+on 2026-12-05, 300 steps gave the head 87.7% held-out accuracy / macro-F1 0.863 and SFT 88.4% / 0.871 (88.9% /
+88.7% at step 200; docs/classify.md), 193 s of CPU time for the head's run on the shared 2-core machine.
 """
 
 from configs import classify

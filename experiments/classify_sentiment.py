@@ -8,6 +8,10 @@ training split, held-out split, steps and learning rate; held-out accuracy and m
                                      (experiments/sft_sentiment.py);
   3. configs/classify_sentiment.py   a 2-class head on the same 2-layer d_model 128 decoder, cross-entropy.
 Both score the same 1,199 held-out reviews. Majority class: 66.6% accuracy (macro-F1 0.40).
+
+Result (2026-12-05, seed 0, 2 shared CPU cores at load average 14-34): after 300 steps the head reached 87.7%
+held-out accuracy / macro-F1 0.863, SFT 88.4% / 0.871 (step 200: 88.9% / 0.874 vs 88.7% / 0.872): a tie within
+one standard error (~0.9 points). CPU time: SFT 184 s, head 193 s (docs/classify.md).
 """
 from __future__ import annotations
 
