@@ -38,3 +38,38 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count("already finished") == 8
   assert again["pretrain"]["eval_ppl"] == result["pretrain"]["eval_ppl"]
+
+
+def test_pipeline_seeds_table_from_finished_runs(tmp_path, monkeypatch, capsys):
+  """experiments/pipeline_seeds.py over finished stages: the base lends its own seed's SFT and GRPO (same config),
+  every seed's SFT value is its GRPO's step-0 evaluation, and the table holds mean ± sample std of the gain."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("pipeline_seeds", os.path.join(REPO, "experiments", "pipeline_seeds.py"))
+  seeds = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(seeds)
+
+  def finish(workdir, name, summary, evals=()):
+    os.makedirs(workdir / name, exist_ok=True)
+    (workdir / name / "summary.json").write_text(json.dumps({**summary, "wall_seconds": 1.0}))
+    (workdir / name / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "split": "eval", "accuracy": a}) + "\n" for s, a in evals))
+
+  base = tmp_path / "base"
+  config = pipeline_config.get_config()
+  (tmp_path / "base").mkdir()
+  (base / "config.json").write_text(json.dumps(config.to_dict()))  # seed 0: lends its sft and grpo
+  finish(base, "tokenizer", {"n_vocab": 571})
+  finish(base, "pretrain", {"step": 300, "eval_ppl": 1.9})
+  for seed, sft, grpo in ((0, 0.70, 0.90), (1, 0.60, 0.85)):
+    workdir = base if seed == 0 else tmp_path / "out" / f"seed_{seed}"
+    finish(workdir, "sft", {"step": 400, "eval_accuracy": sft + 0.01, "eval_answer_format": 1.0})
+    finish(workdir, "grpo", {"step": 60, "eval_accuracy": grpo}, evals=((0, sft), (60, grpo)))
+  monkeypatch.setattr("sys.argv", ["pipeline_seeds.py", f"--out={tmp_path / 'out'}", f"--base={base}", "--seeds=0,1"])
+  seeds.main()
+  out = capsys.readouterr().out
+  assert "running" not in out  # nothing trained: every stage was finished or lent
+  assert os.path.realpath(tmp_path / "out" / "seed_0" / "grpo") == str(base / "grpo")
+  rows = json.load(open(tmp_path / "out" / "pipeline_seeds.json"))["seeds"]
+  assert [round(r["gain_points"], 6) for r in rows] == [20.0, 25.0]  # from GRPO's step 0, not SFT's last eval
+  assert "| mean ± std | 100.0 ± 0.0% | 65.0 ± 7.1% | 87.5 ± 3.5% | +22.5 ± 3.5 |" in out
+  assert "PASS: GRPO adds +22.5 ± 3.5 points" in out
