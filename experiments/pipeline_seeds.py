@@ -15,7 +15,6 @@ checkpoint and sample keys aside: they do not change what is trained).
 Per seed: SFT's answer format and pass@1, GRPO's pass@1 and the gain, GRPO minus SFT on the same held-out
 problems (SFT's value is GRPO's step-0 evaluation when there is one, else the SFT stage's last); then mean and
 sample std over seeds. Writes OUT/pipeline_seeds.md, .json and .png. PASS when the mean gain is > 3x its std.
-Measured: docs/results.md.
 """
 from __future__ import annotations
 
