@@ -1,6 +1,7 @@
 """Decode throughput (new tokens/s): the KV-cache engine vs naive no-cache generation vs transformers `generate`.
 
   python benchmarks/decode.py [--out=decode.json]        # d_model 512, 6 layers, GQA 8/4, vocab 8192: minutes
+  python benchmarks/decode.py --skip_naive --batches=32,128   # the two target ratios only
   python benchmarks/decode.py --smoke                    # tiny sizes, seconds (tests/test_benchmarks_smoke.py)
 
 Greedy decoding of `--new` tokens after random `--prompt`-token prompts (no stop token, so every row runs to
@@ -13,7 +14,8 @@ Times include prefill, exclude compilation (one warm-up call each), and take the
 naive run takes minutes per run at batch 1 and most of an hour at batch 32 on 2 cores, so its time is the sum
 over the decode steps of the measured time of one forward at that step's bucket (an estimate that leaves out
 the loop's host overhead, i.e. flatters naive). The sanity lines report how many greedy tokens the engine
-shares with transformers, and at batch 1 with the first 32 tokens of a real naive loop.
+shares with transformers, and at batch 1 with the first 32 tokens of a real naive loop. The last lines compare
+the engine / transformers ratio with its target at the batch sizes that have one (TARGETS: 2x at 32, 2.5x at 128).
 """
 import argparse
 import json
@@ -37,6 +39,7 @@ FULL = ModelConfig(vocab_size=8192, d_model=512, n_layers=6, n_heads=8, n_kv_hea
 SMOKE = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128,
                     max_seq_len=64)
 NAIVE_BUCKET = 64
+TARGETS = {32: 2.0, 128: 2.5}  # batch -> engine / transformers tokens/s the engine should reach
 
 
 def _best(fn, repeats: int) -> tuple[float, object]:
@@ -161,7 +164,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--out", default="", help="write the results as JSON here")
   args = parser.parse_args(argv)
   cfg = SMOKE if args.smoke else FULL
-  batches = [int(b) for b in (args.batches or ("1,2" if args.smoke else "1,32")).split(",")]
+  batches = [int(b) for b in (args.batches or ("1,2" if args.smoke else "1,32,128")).split(",")]
   prompt_len = args.prompt or (8 if args.smoke else 128)
   new = args.new or (8 if args.smoke else 256)
   repeats = 1 if args.smoke else args.repeats
@@ -209,6 +212,12 @@ def main(argv=None) -> dict:
         print(f"sanity, batch {r['batch']}: greedy tokens engine == {other}: {a['tokens']:.1%} of tokens, "
               f"{a['rows']}/{a['of_rows']} rows identical, mean common prefix {a['mean_common_prefix']:.0f}/"
               f"{a['length']}")
+  for r in rows:
+    if r["batch"] in TARGETS:
+      ratio, target = r["engine_tok_s"] / r["transformers_tok_s"], TARGETS[r["batch"]]
+      r["target_ratio"] = target
+      print(f"target, batch {r['batch']}: engine / transformers {ratio:.2f}x, target >= {target}x: "
+            f"{'met' if ratio >= target else 'NOT met'}")
   result = {"config": {"model": cfg.__dict__, "prompt": prompt_len, "new_tokens": new, "repeats": repeats,
                        "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                        "cpus": os.cpu_count(), "load_average": [load_before, os.getloadavg()[0]]},

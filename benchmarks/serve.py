@@ -9,7 +9,8 @@ saved as a jaxllm workdir and exported with the export stage to a Hugging Face f
 own process on 127.0.0.1, one at a time:
   jaxllm        run.py --config=configs/serve.py, serve.max_batch=32 slots
   jaxllm_1      the same engine with serve.max_batch=1: requests served one at a time
-  transformers  `transformers serve --continuous-batching --device cpu` on the exported folder
+  transformers  `transformers serve --continuous-batching --device cpu` on the exported folder, its paged KV
+                cache holding one context per client as jaxllm's slots do
 For each number of clients in --clients, every client sends --requests chat requests one after another
 (streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping
 early by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from
@@ -37,6 +38,7 @@ import numpy as np  # noqa: E402
 
 FULL = dict(d_model=512, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1408)
 SMOKE = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128)
+CB_BLOCK = 32  # tokens per block of transformers' paged KV cache
 WORDS = ("apple river stone cloud seven green market window silver engine orange garden paper yellow bridge "
          "number twelve planet coffee winter music doctor forest castle").split()
 
@@ -181,8 +183,12 @@ def servers(args, workdir: str, hf_dir: str, context: int) -> dict[str, tuple[li
   jaxllm = [sys.executable, "run.py", "--config=configs/serve.py", f"--config.init_from={workdir}",
             "--config.serve.port={port}", f"--config.serve.context={context}", f"--config.seed={args.seed}"]
   name = os.path.basename(workdir)
+  # Its paged KV cache sized like jaxllm's slots (one context per client): left to itself it sizes the cache
+  # from the free memory and its model process was OOM-killed on a shared 23 GB machine.
+  blocks = -(-max(args.clients) * context // CB_BLOCK)
   transformers = ["transformers", "serve", hf_dir, "--continuous-batching", "--device", "cpu", "--dtype",
-                  "float32", "--host", "127.0.0.1", "--port", "{port}", "--max-model-len", str(context)]
+                  "float32", "--host", "127.0.0.1", "--port", "{port}", "--max-model-len", str(context),
+                  "--cb-block-size", str(CB_BLOCK), "--cb-num-blocks", str(blocks)]
   return {"jaxllm": (jaxllm + [f"--config.serve.max_batch={max(args.clients)}"], name, {"ignore_eos": True}),
           "jaxllm_1": (jaxllm + ["--config.serve.max_batch=1"], name, {"ignore_eos": True}),
           # its requests take a JSON `generation_config`: min_new_tokens keeps it from stopping early, as ignore_eos

@@ -74,3 +74,28 @@ def test_matmul_smoke(tmp_path):
   assert result["products_flops"] == 3 * 2 * tokens * (s["n_layers"] * per_layer + d * s["vocab"])
   assert all(p["jax_s"] > 0 and p["torch_s"] > 0 for p in result["products"])
   assert result["products_s"]["jax"] > 0 and result["products_s"]["torch"] > 0
+
+
+def _transformers_serve_missing() -> str:
+  """Why `transformers serve --continuous-batching` cannot run here ('' when it can)."""
+  import importlib.util
+  import shutil
+
+  if not shutil.which("transformers"):
+    return "no `transformers` command on PATH"
+  missing = [m for m in ("fastapi", "uvicorn", "openai", "accelerate") if importlib.util.find_spec(m) is None]
+  return f"`transformers serve` needs {', '.join(missing)}" if missing else ""
+
+
+def test_serve_smoke(tmp_path):
+  """All three servers answer 1 and 2 concurrent streamed clients with every requested token, and the table
+  has both ratios."""
+  if reason := _transformers_serve_missing():
+    pytest.skip(reason)
+  stdout, result = _smoke("serve.py", tmp_path / "serve.json", timeout=600)
+  assert "| clients | jaxllm tok/s | transformers tok/s | jaxllm_1 tok/s | jaxllm / transformers |" in stdout
+  for name in ("jaxllm", "transformers", "jaxllm_1"):
+    rows = result["servers"][name]
+    assert isinstance(rows, list), (name, rows)  # a dict holds the error of a server that failed
+    assert [r["clients"] for r in rows] == [1, 2]
+    assert all(r["tokens_per_s"] > 0 and r["mean_tokens_per_request"] == result["answer_tokens"] for r in rows), name
