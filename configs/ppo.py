@@ -28,6 +28,9 @@ def ppo_defaults() -> ml_collections.ConfigDict:
   p.lam = 0.95  # GAE lambda: 1 = Monte-Carlo returns minus values, 0 = one-step TD
   p.kl_coef = 0.02  # per-token penalty kl_coef * (log pi_old - log pi_ref) in the reward
   p.vf_coef = 0.1  # weight of the value loss beside the policy loss
+  # values = this x the head's output: under Adam the head's weights move ~lr a step whatever the gradient, so this
+  # multiplies how fast the values can follow the returns (a zero-initialised head at lr 2e-5 barely moves)
+  p.value_head_scale = 1.0
   p.value_clip = 0.2  # new values kept within old +- value_clip in the clipped value loss; 0 = unclipped
   p.whiten_advantages = True  # advantages normalised to mean 0, std 1 over each rollout's tokens
   return p

@@ -20,7 +20,8 @@ from jaxllm.state import TrainState
 def _values_fn(env):
   """Jitted (log pi [R, L], values [R, L]) of a rollout chunk under the state's params, deterministic, masked."""
   def fn(params, frozen, batch):
-    logp, values = policy_and_values(env.model, params, frozen, batch, None, env.config.loss.chunk_size)
+    logp, values = policy_and_values(env.model, params, frozen, batch, None, env.config.loss.chunk_size,
+                                     env.config.ppo.value_head_scale)
     return logp * batch["loss_mask"], values * batch["loss_mask"]
   return env.jit_cache(("ppo_values",), lambda: jax.jit(fn))
 

@@ -113,15 +113,18 @@ class RoundSource:
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed), _SAMPLE_STREAM), self.round)
     got = sample_round(self.env, state, prompts, self.rewards, key)
     if not got.rows:
-      raise ValueError(f"rft: round {self.round + 1} kept no answer: none of {p} problems x {self.f.samples} "
-                       f"samples was verified correct by {self.f.verifier!r} (start from an SFT model via "
-                       "init_from, or raise rft.samples / rft.problems_per_round)")
+      self.env.log(f"rft: round {self.round + 1} kept no answer (none of {p} problems x {self.f.samples} samples "
+                   f"verified by {self.f.verifier!r}): its {self.f.steps_per_round} steps train on nothing. Start "
+                   "from an SFT model (init_from) or raise rft.samples")
     self.rows, self.round, self.served = got.rows, self.round + 1, 0
     self.sampled_tokens += got.stats["round_sampled_tokens"]
     self.last_stats = {**got.stats, "round": float(self.round)}
 
   def _batch(self, step_in_round: int) -> dict[str, np.ndarray]:
     b, n = self.env.config.data.batch_size, len(self.rows)
+    if n == 0:  # a round that kept nothing: rows of the first prompt alone, all outside the loss mask
+      return rl.layout([self.prompts[0].ids] * b, [np.zeros(0, np.int32)] * b, self.env.config.data.seq_len,
+                       self.env.tokenizer.pad_id)
     picks = []
     for slot in range(step_in_round * b, (step_in_round + 1) * b):
       epoch, i = divmod(slot, n)
@@ -131,7 +134,7 @@ class RoundSource:
                      self.env.config.data.seq_len, self.env.tokenizer.pad_id)
 
   def next(self, state: TrainState) -> dict[str, np.ndarray]:
-    if not self.rows or self.served == self.f.steps_per_round:
+    if self.round == 0 or self.served == self.f.steps_per_round:
       self._new_round(state)
     batch = self._batch(self.served)
     self.served += 1

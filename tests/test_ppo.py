@@ -51,20 +51,21 @@ def test_gae_on_a_small_sequence_by_hand():
 
 def _cfg(value_clip):
   return ml_collections.ConfigDict({"loss": {"chunk_size": 0}, "rl": {"clip_eps": 0.2},
-                                    "ppo": {"vf_coef": 0.5, "value_clip": value_clip}})
+                                    "ppo": {"vf_coef": 0.5, "value_clip": value_clip,
+                                                                               "value_head_scale": 2.0}})
 
 
 @pytest.mark.parametrize("value_clip", [0.2, 0.0])
 def test_policy_ratio_clip_and_value_clip_by_hand(value_clip):
   weights = nn.meta.unbox(MODEL.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"])
-  value = 0.7  # w = 0: every position's value is the bias
-  params = {"model": weights, "value_head": {"w": jnp.zeros((CFG.d_model,)), "b": jnp.asarray(value)}}
+  value = 0.7  # w = 0: every position's value is value_head_scale (2) x the bias
+  params = {"model": weights, "value_head": {"w": jnp.zeros((CFG.d_model,)), "b": jnp.asarray(value / 2)}}
   rng = np.random.default_rng(0)
   tokens = rng.integers(1, CFG.vocab_size, (2, 8)).astype(np.int32)
   mask = np.zeros((2, 8), np.float32)
   mask[0, 2:5], mask[1, 4:6] = 1, 1
   batch = {"tokens": tokens, "targets": np.roll(tokens, -1, axis=1), "loss_mask": mask}
-  logp, values = ppo_lib.policy_and_values(MODEL, params, {}, batch, None)
+  logp, values = ppo_lib.policy_and_values(MODEL, params, {}, batch, None, value_scale=2.0)
   np.testing.assert_allclose(values, value, atol=1e-6)
   shift = np.array([[0, 0, 0.5, -0.5, 0.05, 0, 0, 0], [0, 0, 0, 0, 0.5, -0.5, 0, 0]], np.float32)
   adv = np.array([[0, 0, 1.0, 1.0, -2.0, 0, 0, 0], [0, 0, 0, 0, -1.0, -1.0, 0, 0]], np.float32)

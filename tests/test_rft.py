@@ -49,3 +49,17 @@ def test_tiny_rft_run_through_rounds_resumes_mid_round_exactly(tmp_path, tokeniz
   again = [r for r in read_metrics(str(tmp_path / "resumed")) if r["split"] == "train"]
   for key in ("loss", "round", "kept_rows", "sampled_tokens"):
     assert [r[key] for r in again] == [r[key] for r in train_rows], key
+
+
+def test_a_round_that_kept_nothing_trains_on_nothing(tmp_path, tokenizer_dir):
+  from jaxllm import rl, runtime
+  from jaxllm.rft import RoundSource
+
+  env = runtime.prepare(tiny_config("rft", tmp_path, tokenizer_dir))
+  prompts, _ = rl.encode_prompts(env.tokenizer, [{"messages": [{"role": "user", "content": "1 + 1?"}],
+                                                  "answer": "2"}], 64)
+  source = RoundSource(env, prompts, rewards.build(env.config.rl))
+  source.round = 1  # as after sampling a round in which no answer was verified
+  batch = source._batch(0)
+  assert batch["tokens"].shape == (env.config.data.batch_size, env.config.data.seq_len)
+  assert batch["loss_mask"].sum() == 0  # the loss is a masked mean: 0, no gradient, never NaN

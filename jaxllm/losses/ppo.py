@@ -7,8 +7,9 @@ the KL to the reference is already in the rewards those come from). With r = exp
   V'  = old_values + clip(V - old_values, -ppo.value_clip, ppo.value_clip)   (V' = V when value_clip = 0)
   vf  = 0.5 * max((V - R)^2, (V' - R)^2)
   loss = token_mean(pg) + ppo.vf_coef * token_mean(vf)
-V is `value_head` (a [D] -> 1 linear head, params["value_head"]) on the final hidden state of the position whose
-target is t: of the policy's own trunk (ppo.critic = shared: one forward pass gives log-probs and values, and
+V is ppo.value_head_scale x `value_head` (a [D] -> 1 linear head, params["value_head"]) on the final hidden
+state of the position whose target is t (the scale: under Adam a weight moves about lr a step whatever its
+gradient, so at RL learning rates a zero-initialised head barely moves; the scale multiplies how fast V does): of the policy's own trunk (ppo.critic = shared: one forward pass gives log-probs and values, and
 the value loss trains the trunk too), or of a separate critic trunk params["critic"] initialised from
 init_from's weights (ppo.critic = separate: twice the weights and forward passes, a policy untouched by the
 value loss). Which one is in params decides; the config only decides what `extra_params` creates.
@@ -31,16 +32,17 @@ CRITICS = ("shared", "separate")
 VALUE_HEAD, CRITIC = "value_head", "critic"
 
 
-def policy_and_values(model, params, frozen, batch: dict, rng, chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
+def policy_and_values(model, params, frozen, batch: dict, rng, chunk_size: int = 0,
+                      value_scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
   """(log pi of every sample's targets [R, L], values [R, L]) of either rollout layout (rl.py's plain rows, or
-  group rows read per sample through `side_index`)."""
+  group rows read per sample through `side_index`); values are value_scale x the head's output."""
   weights, lora = policy_weights(params, frozen)
   rows = (batch["tokens"], batch.get("positions"), batch.get("segment_ids"))
   hidden_BLD = reward_model.hidden_states(model, weights, lora, *rows, rng, batch.get("prefix_ids"))
   logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)
   if CRITIC in params:
     hidden_BLD = reward_model.hidden_states(model, params[CRITIC], None, *rows, rng, batch.get("prefix_ids"))
-  values_BL = reward_model.head_scores(params[VALUE_HEAD], hidden_BLD)
+  values_BL = value_scale * reward_model.head_scores(params[VALUE_HEAD], hidden_BLD)
   if "side_index" not in batch:
     return logp_BL, values_BL
   length = batch["side_index"].shape[-1]
@@ -49,7 +51,8 @@ def policy_and_values(model, params, frozen, batch: dict, rng, chunk_size: int =
 
 def ppo_loss(params, frozen, batch, rng, *, model, cfg):
   p, eps = cfg.ppo, cfg.rl.clip_eps
-  logp_RL, values_RL = policy_and_values(model, params, frozen, batch, rng, cfg.loss.chunk_size)
+  logp_RL, values_RL = policy_and_values(model, params, frozen, batch, rng, cfg.loss.chunk_size,
+                                         p.value_head_scale)
   mask_RL = batch["loss_mask"].astype(jnp.float32)
   live_RL = mask_RL > 0
   adv_RL = batch["advantages"]
@@ -104,6 +107,7 @@ def validate(config) -> None:
   require(0.0 <= p.lam <= 1.0, "ppo.lam", f"must be in [0, 1], got {p.lam}")
   require(p.kl_coef >= 0, "ppo.kl_coef", f"must be >= 0, got {p.kl_coef}")
   require(p.vf_coef > 0, "ppo.vf_coef", f"must be > 0 (the value head learns from it alone), got {p.vf_coef}")
+  require(p.value_head_scale > 0, "ppo.value_head_scale", f"must be > 0, got {p.value_head_scale}")
   require(p.value_clip >= 0, "ppo.value_clip", f"must be >= 0 (0 = no value clipping), got {p.value_clip}")
   require(p.critic in CRITICS, "ppo.critic", f"{p.critic!r} is not one of {CRITICS}")
   require(config.lora.rank == 0 or p.critic == "shared", "ppo.critic",
