@@ -5,7 +5,8 @@
 Each round: rft.samples answers to each of rft.problems_per_round training problems from the current policy
 (temperature sampling.temperature), the verified-correct ones kept (rft.keep, rft.max_keep_per_problem;
 jaxllm/rft.py), then rft.steps_per_round SFT steps on them; ceil(config.steps / rft.steps_per_round) rounds in all.
-A killed run resumes at the same round and step (the round's kept rows are in the checkpoint).
+A killed run resumes at the same round and step (the round's kept rows are in the checkpoint). A round that
+keeps nothing (a policy that answers nothing right) says so and its steps train on nothing (`kept_rows` 0).
 
 Every step logs `round`, `kept_rows`, `correct_frac` (share of samples verified correct), `solved_frac`
 (share of problems with at least one kept answer), `kept_len` / `completion_len`, `sampled_tokens` (completion
