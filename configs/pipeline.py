@@ -7,7 +7,8 @@ tokenizer -> pretrain -> SFT -> reward model -> GRPO (DPO beside it) -> held-out
 each stage in workdir/<stage>, started from the stage before. Every stage is a sub-config:
 `--config.pretrain.steps=500`, `--config.grpo.rl.group_size=8`; `--config.pipeline.stages=tokenizer,pretrain`
 runs a prefix; optional stages: `sft_tools,eval_sft_tools` (calculator tool use, docs/tools.md), `classify` (a
-correct/wrong head on the SFT model, docs/classify.md). Results: workdir/report.md with plots. Timings measured
+correct/wrong head on the SFT model, docs/classify.md), `rft`, `ppo` (from the SFT model beside GRPO,
+docs/rft_ppo.md). Results: workdir/report.md with plots. Timings measured
 here: docs/results.md.
 
 Its own top-level keys are only stage, seed (given to every stage), workdir, pipeline.stages and log.wandb*
@@ -33,7 +34,6 @@ def get_config(arg: str | None = None):
   # the workdir's folder name)
   c.log = ml_collections.ConfigDict({k: v for k, v in shared.log.items()
                                      if k.startswith("wandb") and k != "wandb_run_name"})
-  # rft and ppo are optional stages (from the SFT model, beside GRPO): --config.pipeline.stages=...,rft,ppo
   for name in ("tokenizer", "pretrain", "sft", "reward", "grpo", "dpo", "rft", "ppo"):
     c[name] = importlib.import_module(f"configs.{name}").get_config(arg)
   if arg != "tiny":
