@@ -110,7 +110,7 @@ def run_jaxllm(folder: str, s: dict, args) -> dict:
   prompts, dropped = rl.encode_prompts(env.tokenizer, _records(folder), env.config.rl.max_prompt_len)
   if dropped:
     raise ValueError(f"{dropped} prompts longer than rl.max_prompt_len")
-  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl))
+  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl), shared_prompt=True)  # as stages/grpo.py
   source._prompt_at = lambda position: prompts[position]  # both sides walk the prompts in file order
 
   config = env.config

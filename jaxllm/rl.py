@@ -55,6 +55,7 @@ import numpy as np
 from jaxllm import chat_template, sampling
 from jaxllm.data import branches
 from jaxllm.losses.grpo import sample_logprobs
+from jaxllm.losses.shared_prompt import PROMPT_KEYS
 from jaxllm.rewards import Combined
 from jaxllm.state import TrainState, policy_weights, reference_weights
 from jaxllm.tools import loop as tool_loop, rollouts as tool_rollouts
@@ -62,6 +63,7 @@ from jaxllm.tools import loop as tool_loop, rollouts as tool_rollouts
 _SAMPLE_STREAM = 0x5A3  # fold_in constant naming the rollout-sampling stream of the seed's root key
 GROUP_KEYS = (*branches.ROW_KEYS, "side_index")  # [P, ...] in a group batch; the rest [R, ...]
 ROW_BUCKET = 64  # group rows are trimmed to a multiple of this: a handful of compiled shapes in a whole run
+COLUMN_BUCKET = 16  # a shared-prompt batch's prompt and completion widths: multiples of this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,12 +157,64 @@ def group_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], 
           **{k: v for k, v in per_sample.items() if k not in branches.ROW_KEYS}}
 
 
+def _bucket(n: int, most: int) -> int:
+  return min(most, -(-max(n, 1) // COLUMN_BUCKET) * COLUMN_BUCKET)
+
+
+def prompt_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], group_size: int, max_prompt_len: int,
+                  max_new_tokens: int, pad_id: int, completion_logprobs: list[np.ndarray] | None = None
+                  ) -> dict[str, np.ndarray]:
+  """Each prompt once and its `group_size` completions as rows behind it (losses/shared_prompt.py: the prompt
+  into a KV cache, each completion attending to it), completions prompt-major. Widths: the longest prompt but
+  its last token and the longest completion, each rounded up to COLUMN_BUCKET (at most max_prompt_len - 1 and
+  max_new_tokens), so a rollout trains on what it sampled and a run compiles a handful of shapes."""
+  g = group_size
+  q = _bucket(max(len(p) for p in prompts) - 1, max(max_prompt_len - 1, 1))
+  c = _bucket(max(len(x) for x in completions), max_new_tokens)
+  n_p, r = len(prompts), len(completions)
+  prompt = {k: np.zeros((n_p, q), np.int32) for k in PROMPT_KEYS}
+  prompt["prompt_tokens"][:] = pad_id
+  for i, ids in enumerate(prompts):
+    if not 1 <= len(ids) <= q + 1:
+      raise ValueError(f"prompt {i} of the rollout: {len(ids)} tokens, not in [1, {q + 1}]")
+    head = len(ids) - 1  # every token but the last, left-padded to end at column q - 1
+    prompt["prompt_tokens"][i, q - head:] = ids[:-1]
+    prompt["prompt_positions"][i, q - head:] = np.arange(head)
+    prompt["prompt_segments"][i, q - head:] = 1
+  tokens, targets = np.full((r, c), pad_id, np.int32), np.full((r, c), pad_id, np.int32)
+  positions = np.zeros((r, c), np.int32)
+  loss_mask = np.zeros((r, c), np.float32)
+  sampler = np.zeros((r, c), np.float32)
+  for j, done in enumerate(completions):
+    ids, n = prompts[j // g], len(done)
+    if n > c:
+      raise ValueError(f"completion {j} of the rollout: {n} tokens exceed max_new_tokens = {max_new_tokens}")
+    tokens[j, :n] = np.concatenate([[ids[-1]], np.asarray(done[:-1], np.int32)])
+    targets[j, :n] = done
+    positions[j] = len(ids) - 1 + np.arange(c)
+    loss_mask[j, :n] = 1.0  # inputs: the prompt's last token and the completion but its last; targets: the completion
+    if completion_logprobs is not None:
+      sampler[j, :n] = completion_logprobs[j][:n]
+  batch = {**prompt, "tokens": tokens, "targets": targets, "positions": positions,
+           "segment_ids": loss_mask.astype(np.int32), "loss_mask": loss_mask}
+  if completion_logprobs is not None:
+    batch["sampler_logprobs"] = sampler
+  return batch
+
+
 def take_groups(batch: dict[str, np.ndarray], groups: np.ndarray, group_size: int) -> dict[str, np.ndarray]:
-  """The sub-batch of the given groups: of a group batch, their rows of the [P, ...] arrays and their samples
-  of the [R, ...] ones; of a batch of sample rows, their samples."""
+  """The sub-batch of the given groups: their rows of the [P, ...] arrays (a shared-prompt batch's prompts, a
+  group batch's rows) and their samples of the [R, ...] ones."""
   samples = (np.asarray(groups)[:, None] * group_size + np.arange(group_size)).reshape(-1)
-  grouped = "side_index" in batch
-  return {k: v[groups] if grouped and k in GROUP_KEYS else v[samples] for k, v in batch.items()}
+  per_group = set(PROMPT_KEYS) | (set(GROUP_KEYS) if "side_index" in batch else set())
+  return {k: v[groups] if k in per_group else v[samples] for k, v in batch.items()}
+
+
+def trained_tokens(batch: dict[str, np.ndarray]) -> int:
+  """The tokens an optimizer step on `batch` runs the model over, padding left out (GRPO's `tokens_per_sec`): of
+  shared-prompt or group rows, each prompt once and its completions; of plain rows, each sample's prompt and
+  completion."""
+  return int(np.count_nonzero(batch["segment_ids"]) + np.count_nonzero(batch.get("prompt_segments", 0)))
 
 
 @dataclasses.dataclass
@@ -181,7 +235,7 @@ def _logprobs(env, weights, lora, batch: dict, groups_per_call: int) -> np.ndarr
   """Log-probs [R, L] over the rollout in chunks of the train batch's groups (one compiled program)."""
   fn = _logprob_fn(env)
   g = env.config.rl.group_size
-  keys = [k for k in (*GROUP_KEYS, "loss_mask") if k in batch]
+  keys = [k for k in (*GROUP_KEYS, *PROMPT_KEYS, "loss_mask") if k in batch]
   out = []
   for s in range(0, len(batch["loss_mask"]) // g, groups_per_call):
     chunk = take_groups({k: batch[k] for k in keys}, np.arange(s, s + groups_per_call), g)
@@ -189,8 +243,11 @@ def _logprobs(env, weights, lora, batch: dict, groups_per_call: int) -> np.ndarr
   return np.concatenate(out)
 
 
-def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rng: jax.Array) -> Rollout:
-  """Sample rl.group_size completions of every prompt with the policy of `state`, score them, build the batch."""
+def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rng: jax.Array,
+            shared_prompt: bool = False) -> Rollout:
+  """Sample rl.group_size completions of every prompt with the policy of `state`, score them, build the batch:
+  with rl.group_rows, in the shared-prompt layout where `shared_prompt` (GRPO, tool-free rollouts), else in
+  group rows (PPO's value head reads its branch rows; tool masks are in row columns)."""
   rl, tok = env.config.rl, env.tokenizer
   t0 = time.perf_counter()
   g = rl.group_size
@@ -219,8 +276,11 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   if rl.group_rows:
     ids = [p.ids for p in prompts]
     longest = env.config.data.seq_len if tool_rolls else params.max_new_tokens  # tool turns extend a completion
-    row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, longest, g))
-    batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
+    if shared_prompt and not tool_rolls:  # (tool_loop.sampled_mask is in a sample row's columns)
+      batch = prompt_layout(ids, completions, g, rl.max_prompt_len, longest, tok.pad_id, list(gen.logprobs))
+    else:
+      row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, longest, g))
+      batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
   else:
     batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
   if tool_rolls:  # tool results were not sampled: no loss, no policy gradient, no KL on them
@@ -242,7 +302,8 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
       **{f"reward_{name}": float(v.mean()) for name, v in parts.items()},
       "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
       "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
-      "row_len": float(batch["tokens"].shape[1]),  # the group rows' trimmed length (a sample's own: plain rows)
+      # columns each sample trains over: its trimmed prompt (run once per group) and completion; plain rows' own
+      "row_len": float(batch["tokens"].shape[1] + batch.get("prompt_tokens", np.zeros((0, 0))).shape[1]),
       "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
   }
   return Rollout(batch, stats)
@@ -254,11 +315,12 @@ class RolloutSource:
   prompts_per_step, walking a fresh seeded permutation each epoch); checkpoints fall on rollout boundaries
   (the stage checks checkpoint.every and steps), so a resumed run draws exactly the rollout it would have."""
 
-  def __init__(self, env, prompts: list[Prompt], rewards: Combined):
+  def __init__(self, env, prompts: list[Prompt], rewards: Combined, shared_prompt: bool = False):
     c = env.config
     if not prompts:
       raise ValueError("grpo: no training prompts")
     self.env, self.prompts, self.rewards = env, prompts, rewards
+    self.shared_prompt = shared_prompt  # see `rollout`
     self.rl, self.seed = c.rl, c.seed
     self.steps_per_rollout = c.rl.ppo_epochs * c.rl.minibatches
     self.rollouts = 0  # rollouts drawn so far
@@ -281,7 +343,7 @@ class RolloutSource:
     jax.block_until_ready(state.params)  # the previous updates are dispatched asynchronously: count them there
     now = time.perf_counter()
     update_sec = (now - self._update_start - self.eval_sec) if self._update_start is not None else 0.0
-    self.current = rollout(self.env, state, prompts, self.rewards, key)
+    self.current = rollout(self.env, state, prompts, self.rewards, key, self.shared_prompt)
     groups = self.rl.prompts_per_step
     shuffle = np.random.default_rng([self.seed, self.rollouts, 1])
     self.order = [shuffle.permutation(groups) for _ in range(self.rl.ppo_epochs)]

@@ -43,6 +43,9 @@ class Task:
   evaluate: Callable[[TrainState], dict[str, float]] | None = None  # held-out metrics
   on_end: Callable[[TrainState], dict[str, Any]] | None = None  # after the last step (samples, summaries)
   host_metrics: Callable[[], dict[str, float]] | None = None  # host-side scalars (e.g. rollout stats) to log
+  # The tokens a batch counts for `tokens_per_sec`; None = its token slots (padding included, `_row_tokens`).
+  # GRPO counts the tokens it trained on: its rows are trimmed per rollout, so slots would count padding.
+  count_tokens: Callable[[dict], int] | None = None
   # Malformed data rows skipped (data.on_bad_row=skip), read and encode, all splits: the one count every stage
   # reports, as `data_skipped_rows`, in its log line, in every train row of metrics.jsonl and in the summary.
   data_skipped_rows: int = 0
@@ -224,7 +227,8 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
   last_train: dict[str, float] = {}
   pending = None  # (step, device metrics, host metrics) fetched one step late so the host never waits on the device
   tokens_since, t_since = 0, time.perf_counter()
-  compiled = None
+  count_tokens = task.count_tokens or _row_tokens
+  compiled = {}  # batch shapes -> executable: a rollout's rows are trimmed to a few length buckets
 
   def stop_if_diverged(step_no: int, streak: int) -> None:
     if streak >= max_skipped:
@@ -252,12 +256,13 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
         writer.write(0, "eval", task.evaluate(state))  # the model this stage starts from, on the same held-out set
       for step in range(start, config.steps):
         local = task.batches.next(state)
-        tokens_since += _row_tokens(local) * env.process_count
+        step_tokens = count_tokens(local) * env.process_count
         batch = sharding.put_batch(local, mesh)
-        if compiled is None:  # compiled ahead of time once (shapes are fixed) so its memory need is known first
-          compiled = step_fn.lower(state, batch).compile()
-          memory_check.check(compiled)
-        state, metrics = compiled(state, batch)
+        shapes = tuple(sorted((k, v.shape) for k, v in local.items()))
+        if shapes not in compiled:  # compiled ahead of time once per shape so its memory need is known first
+          compiled[shapes] = step_fn.lower(state, batch).compile()
+          memory_check.check(compiled[shapes])
+        state, metrics = compiled[shapes](state, batch)
         host = task.host_metrics() if task.host_metrics is not None else {}  # taken now: they describe this batch
         writer.advance()
         ckpt.poll()
@@ -265,6 +270,7 @@ def fit(env: Env, task: Task) -> dict[str, Any]:
         if pending is not None:
           flush(pending)
           pending = None
+        tokens_since += step_tokens  # after the flush of the steps before: each row counts its own steps' tokens
         if done % config.log.every == 0 or done == config.steps or done == start + 1:
           pending = (done, metrics, host)
           if done == start + 1:  # the first step includes compilation: restart the clock after it

@@ -99,3 +99,16 @@ def test_serve_smoke(tmp_path):
     assert isinstance(rows, list), (name, rows)  # a dict holds the error of a server that failed
     assert [r["clients"] for r in rows] == [1, 2]
     assert all(r["tokens_per_s"] > 0 and r["mean_tokens_per_request"] == result["answer_tokens"] for r in rows), name
+
+
+def test_grpo_trl_smoke(tmp_path):
+  """The GRPO side-by-side runs both sides on one shared model folder: same prompt ids, every part timed."""
+  pytest.importorskip("trl")
+  stdout, result = _smoke("grpo_trl.py", tmp_path / "grpo_trl.json", timeout=600)
+  assert "jaxllm / TRL steps/s:" in stdout
+  for side in ("jaxllm", "trl"):
+    r = result["sides"][side]
+    assert r["step_s"] > 0 and all(r[f"{part}_s"] >= 0 for part in ("sampling", "reference", "update")), side
+  assert result["ratio_steps_per_s"] > 0
+  # the same chat template on both sides: TRL tokenized the conversational prompts to jaxllm's ids
+  assert result["prompt_lens"]["jaxllm"] == result["prompt_lens"]["trl"]

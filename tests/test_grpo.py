@@ -112,6 +112,50 @@ def test_group_rows_are_trimmed_to_the_longest_group_in_buckets(monkeypatch):
                              np.asarray(grpo_lib.sample_logprobs(MODEL, w, None, full, None)) * mask, atol=1e-5)
 
 
+def test_shared_prompt_rows_give_each_sample_its_own_rows_log_probs_loss_and_gradient():
+  """prompt_layout: each prompt once (left-padded into a KV cache), its completions as rows behind it; per sample
+  exactly the log-probs of its own row (`layout`), and the grpo loss and its gradient those of the plain rows (the
+  gradient reaches the prompt through every copy of its cache); take_groups keeps prompts and samples together."""
+  rng = np.random.default_rng(0)
+  prompts = [(1, 2, 3), (4,), tuple(rng.integers(1, 64, 8))]
+  completions = [np.array([5, 6]), np.array([7]), np.array([8, 9, 10]),
+                 np.array([11, 12]), np.array([13]), np.array([14, 15, 16, 17]),
+                 rng.integers(1, 64, 7), rng.integers(1, 64, 2), rng.integers(1, 64, 5)]
+  batch = rl.prompt_layout(prompts, completions, 3, max_prompt_len=8, max_new_tokens=7, pad_id=0,
+                           completion_logprobs=[np.full(len(c), -1.0) for c in completions])
+  assert batch["prompt_tokens"].shape == (3, 7) and batch["tokens"].shape == (9, 7)  # widths capped: 8 - 1, 7
+  np.testing.assert_array_equal(batch["prompt_tokens"][0], [0, 0, 0, 0, 0, 1, 2])
+  np.testing.assert_array_equal(batch["prompt_positions"][0], [0, 0, 0, 0, 0, 0, 1])
+  np.testing.assert_array_equal(batch["prompt_segments"][1], [0] * 7)  # a one-token prompt: all in the rows
+  np.testing.assert_array_equal(batch["tokens"][2, :4], [3, 8, 9, 0])
+  np.testing.assert_array_equal(batch["targets"][2, :4], [8, 9, 10, 0])
+  np.testing.assert_array_equal(batch["positions"][2, :3], [2, 3, 4])
+  np.testing.assert_array_equal(batch["loss_mask"][2], [1, 1, 1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(batch["sampler_logprobs"][2], [-1, -1, -1, 0, 0, 0, 0])
+  assert rl.trained_tokens(batch) == 2 + 0 + 7 + sum(len(c) for c in completions)
+  plain = rl.layout([p for p in prompts for _ in range(3)], completions, 15, pad_id=0)
+  w = _weights()
+  by_rows = np.asarray(_logp(w, plain)) * plain["loss_mask"]
+  shared = np.asarray(grpo_lib.sample_logprobs(MODEL, w, None, batch, None)) * batch["loss_mask"]
+  for j, (p, c) in enumerate(zip([p for p in prompts for _ in range(3)], completions)):
+    np.testing.assert_allclose(shared[j, :len(c)], by_rows[j, len(p) - 1:len(p) - 1 + len(c)], atol=1e-5)
+  advantages = rng.normal(size=9).astype(np.float32)
+  ref_shift = {"plain": plain, "shared": batch}
+  for b in ref_shift.values():
+    b["advantages"] = advantages
+    b["ref_logprobs"] = np.zeros_like(b["loss_mask"]) - 3.0 * b["loss_mask"]
+    b.setdefault("sampler_logprobs", np.zeros_like(b["loss_mask"]))
+  loss_plain, _, grads_plain = _loss_and_grads(w, plain, kl_beta=0.04)
+  loss_shared, _, grads_shared = _loss_and_grads(w, batch, kl_beta=0.04)
+  assert float(loss_shared) == pytest.approx(float(loss_plain), abs=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads_shared, grads_plain)
+  sub = rl.take_groups(batch, np.array([0, 2]), 3)
+  assert sub["prompt_tokens"].shape == (2, 7) and sub["tokens"].shape == (6, 7)
+  np.testing.assert_array_equal(sub["loss_mask"][3:], batch["loss_mask"][6:9])
+  with pytest.raises(ValueError, match="completion 5 of the rollout: 4 tokens exceed max_new_tokens = 3"):
+    rl.prompt_layout(prompts, completions, 3, max_prompt_len=8, max_new_tokens=3, pad_id=0)
+
+
 # --------------------------------------------------------------------------------------------------- loss
 
 @functools.lru_cache(maxsize=None)
@@ -354,7 +398,7 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   tx = make_optimizer(optim, 10)
   state, _ = train.init_state(env, train.Task(loss="grpo", batches=None), tx)
   prompts, _ = rl.encode_prompts(env.tokenizer, synthetic.rl_prompts(0, "train", 8), env.config.rl.max_prompt_len)
-  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl))
+  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl), shared_prompt=True)  # as the stage's
   with env.mesh_context():
     batch = source.next(state)
   stats = source.host_metrics()

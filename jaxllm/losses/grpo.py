@@ -14,9 +14,11 @@ aggregated (rl.loss_agg) as
 Rows whose mask is all zero (padding rows, dropped zero-signal groups) count in none of the means, except
 `constant`'s fixed B.
 
-Log-probs come per sample, [R, L] (`sample_logprobs`), from either layout of the batch: plain rows, one per
-sample, or (what rollouts build, jaxllm/rl.py) one row per prompt holding its G completions behind the shared
-prompt, read per sample through `side_index`; every per-sample array (loss_mask, advantages, ...) is [R, ...].
+Log-probs come per sample (`sample_logprobs`), from any layout of the batch: plain rows, one per sample [R, L];
+(what rollouts build, jaxllm/rl.py) each prompt run once and its G completions as rows behind it
+(`shared_prompt`, [R, C]); or one branch row per prompt holding its G completions, read per sample through
+`side_index`. Every per-sample array (loss_mask, advantages, ...) is [R, ...] in the layout's columns; the loss
+is elementwise per token and reduced per row, so it is the same in every layout.
 
 The batch carries `ref_logprobs`, computed once per rollout: the reference never
 changes, so its log-probs of a rollout are fixed, and computing them with the rollout costs one forward pass
@@ -33,6 +35,7 @@ from jaxllm import rewards
 from jaxllm.errors import ConfigError, require
 from jaxllm.losses import Objective
 from jaxllm.losses.common import masked_mean, side_view, target_logprobs
+from jaxllm.losses.shared_prompt import shared_prompt_logprobs
 from jaxllm.state import policy_weights
 
 LOSS_AGGS = ("seq_mean", "token_mean", "constant")
@@ -56,9 +59,12 @@ def aggregate(per_token_BL: jax.Array, mask_BL: jax.Array, how: str,
 
 
 def sample_logprobs(model, weights, lora, batch: dict, rng, chunk_size: int = 0) -> jax.Array:
-  """log pi of every sample's targets, [R, L]: of plain rows as they are; of group rows ([P, row_len], the
-  prompt once and then each completion seeing the prompt and itself, `prefix_ids`) gathered per sample by
-  `side_index` [P, G, L] into the rows each sample would have had alone (R = P * G, prompt-major)."""
+  """log pi of every sample's targets, [R, L]: of plain rows as they are; of a shared-prompt batch (the prompts
+  [P, Q] run once, `shared_prompt`) per completion, [R, C]; of group rows ([P, row_len], the prompt once and
+  then each completion seeing the prompt and itself, `prefix_ids`) gathered per sample by `side_index`
+  [P, G, L] into the rows each sample would have had alone (R = P * G, prompt-major)."""
+  if "prompt_tokens" in batch:
+    return shared_prompt_logprobs(model, weights, lora, batch, rng, chunk_size)
   logp, _ = target_logprobs(model, weights, lora, batch, rng, chunk_size)
   if "side_index" not in batch:
     return logp

@@ -52,7 +52,7 @@ def run(config: ml_collections.ConfigDict) -> dict:
   env.log(f"grpo ({source}): {len(prompts)} training prompts ({dropped} longer than rl.max_prompt_len="
           f"{r.max_prompt_len} dropped), {len(eval_records)} held out; {r.prompts_per_step} prompts x "
           f"{r.group_size} samples per rollout, {r.ppo_epochs * r.minibatches} optimizer steps each")
-  source_batches = rl.RolloutSource(env, prompts, rewards.build(r))
+  source_batches = rl.RolloutSource(env, prompts, rewards.build(r), shared_prompt=True)
   eval_prompts = [e["messages"] for e in eval_records]
   eval_refs = [e["answer"] for e in eval_records]
 
@@ -78,7 +78,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
     return {}
 
   task = train.Task(loss=c.stage, batches=source_batches, evaluate=evaluate, on_end=print_samples,
-                    host_metrics=source_batches.host_metrics, data_skipped_rows=skipped)
+                    host_metrics=source_batches.host_metrics, count_tokens=rl.trained_tokens,
+                    data_skipped_rows=skipped)
   summary = train.fit(env, task)
   summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts), "rollouts": source_batches.rollouts})
   return summary
