@@ -22,8 +22,8 @@ Rows, each in its own subprocess (so peak memories never mix) and timed round-ro
   hf_eager       transformers LlamaForCausalLM with the same config (sdpa attention), same optimizer
 then (not interleaved) a GRPO step split: rollout (sampling.generate, temperature 1, no stop token), one
 reference log-prob pass over the rollout (rl's jitted log-prob function), and one `grpo` update step, both over
-the rollout's group rows (`rl.group_layout`: one row per prompt, its completions behind it; their tokens/s
-count that row's slots).
+the rollout's shared-prompt layout (`rl.prompt_layout`: each prompt once, its completions as rows behind it;
+their tokens/s count those slots).
 
 Model FLOPs per token (the MFU numerator), with N = matmul parameters: q,k,v,o,gate,up,down of every layer
 plus the untied output head (the input embedding is a lookup and not counted; norms are negligible):
@@ -350,7 +350,6 @@ def grpo_split(s: dict, args) -> dict:
   weights = state.params["model"]
   rng = np.random.default_rng(0)
   prompts = [list(rng.integers(1, s["vocab"], rng.integers(prompt_len // 2, prompt_len + 1))) for _ in range(prompts_n)]
-  row_len = rl.group_row_len(prompt_len, new, group)
   params = sampling.SamplingParams(max_new_tokens=new, temperature=1.0)
 
   def timed(fn, repeats=1):  # each part runs for seconds: one timed call after the compiling one
@@ -365,7 +364,7 @@ def grpo_split(s: dict, args) -> dict:
   sample_s, gen = timed(lambda: sampling.generate(env.model, weights, prompts, params, jax.random.PRNGKey(0),
                                                   samples_per_prompt=group))
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(rows)]
-  batch = rl.group_layout([tuple(p) for p in prompts], completions, group, env.config.data.seq_len, row_len, 0)
+  batch = rl.prompt_layout([tuple(p) for p in prompts], completions, group, prompt_len, new, 0)
   ref_s, ref_lp = timed(lambda: rl._logprobs(env, state.frozen["model"], None, batch, prompts_n))
   batch["sampler_logprobs"] = batch["ref_logprobs"] = ref_lp  # one step per rollout: no old_logprobs
   batch["advantages"] = rng.normal(size=rows).astype(np.float32)
@@ -377,8 +376,9 @@ def grpo_split(s: dict, args) -> dict:
     return jax.block_until_ready(m)
 
   update_s, _ = timed(update)
-  n_tok = batch["tokens"].size  # token slots the model runs over: one row of row_len per group
-  return {"prompts": prompts_n, "group": group, "prompt_len": prompt_len, "new_tokens": new, "row_len": row_len,
+  n_tok = batch["tokens"].size + batch["prompt_tokens"].size  # token slots the model runs over: prompts once
+  return {"prompts": prompts_n, "group": group, "prompt_len": prompt_len, "new_tokens": new,
+          "row_len": batch["tokens"].shape[1] + batch["prompt_tokens"].shape[1],
           "rollout_s": sample_s, "rollout_tok_s": rows * new / sample_s,
           "ref_logprobs_s": ref_s, "ref_logprobs_tok_s": n_tok / ref_s,
           "update_s": update_s, "update_tok_s": n_tok / update_s}

@@ -23,7 +23,7 @@ def rl_defaults() -> ml_collections.ConfigDict:
   r.group_size = 8  # G: completions sampled per prompt; advantages are relative to the group
   r.prompts_per_step = 16  # P: prompts per rollout (a rollout has P * G rows)
   r.max_prompt_len = 64  # prompts longer than this (in tokens) are dropped and counted, never cut
-  r.group_rows = True  # one row per group, its prompt shared by its completions (jaxllm/rl.py); False = a row each
+  r.group_rows = True  # each prompt run once, its completions as rows behind it (jaxllm/rl.py); False = a row each
   r.ppo_epochs = 1  # passes over each rollout
   r.minibatches = 1  # optimizer steps per pass, each on P / minibatches whole groups; steps per rollout = ppo_epochs * minibatches
   r.clip_eps = 0.2  # importance ratio clipped to [1 - clip_eps, 1 + clip_eps_high]

@@ -5,32 +5,29 @@ One rollout = `rl.prompts_per_step` prompts x `rl.group_size` samples = R sample
 `rl.ppo_epochs * rl.minibatches` optimizer steps of P / minibatches whole groups each (R / minibatches
 samples, `data.batch_size`); then the next rollout is drawn with the updated policy.
 
-A group trains as one row: the prompt once, then its G completions, each seeing the prompt and itself only
-(data/branches.py, as preference pairs do), so the forward and backward passes run over
-P rows of S tokens instead of R rows of L. S is the rollout's longest group rounded up to a multiple of
-ROW_BUCKET, at most `group_row_len` (the longest prompt and G completions of the full budget), so a step
-trains on the tokens sampled rather than the budget, and the step compiles once per bucket: on the pipeline's
-GRPO (prompts ~52 tokens, completions ~14, G = 8) 16 x 256 instead of 128 x 96 tokens a step (327 before
-trimming).
-Every sample's log-probs are exactly those of its own row (`losses.grpo.sample_logprobs` reads them through
-`side_index`). Shapes (P prompts, G group size, R = P*G samples prompt-major,
-L = data.seq_len = rl.max_prompt_len + sampling.max_new_tokens):
+A group's prompt runs once (rl.group_rows, the default): into a KV cache, copied to its G completions, which
+run as rows of their own attending to it (`prompt_layout`, losses/shared_prompt.py), so the forward and
+backward passes cost the prompt once per group plus each completion against its prompt and itself: at the GRPO
+benchmark's shape (8 prompts of ~56 tokens x 8 samples x 64 tokens) about 1.7x faster than one branch row per
+group (`group_layout`, data/branches.py: P[:-1] | P[-1] c_1 | ... | P[-1] c_G in one row, whose [G * C]^2
+attention is mostly masked out) and than a row per sample (the prompt G times). Both widths are trimmed to what
+the rollout sampled (the longest prompt and completion, rounded up to COLUMN_BUCKET), so a step trains on the
+tokens sampled rather than the budget, and a run compiles a handful of shapes. Every sample's log-probs are
+exactly those of its own row. Shapes (P prompts, G group size, R = P*G samples prompt-major, Q / C the trimmed
+prompt / completion widths):
 
-  tokens, targets, positions,              [P, S] int32   P[:-1] | P[-1] c_1 | ... | P[-1] c_G | padding;
-  segment_ids, prefix_ids                                 segments 1 | 2 | ... | G+1 | 0, prefix 1 (0 on
-                                                          padding), positions those of each sample's own
-                                                          row, a target the next token of its branch
-  side_index                               [P, G, L] int32 the group-row slot of each sample's t-th token
-  loss_mask                                [R, L] f32     1 on targets that are completion tokens (the stop
-                                                          token included), 0 on prompt and padding
-  old_logprobs, ref_logprobs               [R, L] f32     log pi_old / log pi_ref of each target (0 off-mask);
+  prompt_tokens, prompt_positions,         [P, Q] int32   each prompt but its last token, left-padded (segment 0)
+  prompt_segments
+  tokens, targets, positions, segment_ids  [R, C] int32   the prompt's last token then the completion but its
+                                                          last; targets the completion; segment 1, 0 on padding
+  loss_mask                                [R, C] f32     1 on completion targets (the stop token included)
+  old_logprobs, ref_logprobs               [R, C] f32     log pi_old / log pi_ref of each target (0 off-mask);
                                                           old_logprobs only when a rollout feeds > 1 step
-  sampler_logprobs                         [R, L] f32     the sampling engine's log p of each target
+  sampler_logprobs                         [R, C] f32     the sampling engine's log p of each target
   advantages                               [R]    f32     (r - mean_group) / (std_group + eps)
 
-The [R, L] arrays are those of `layout`, which lays each sample out as its own row: the layout rollouts use
-with rl.group_rows = False, where the group row's attention, quadratic in G * completion length, would cost
-more than the shared prompt saves (long completions; configs/grpo_gsm8k.py).
+With rl.group_rows = False each sample is its own row of L = data.seq_len (`layout`, the per-sample arrays
+[R, L]): its prompt repeated in each of its group's rows.
 
 With one optimizer step per rollout (ppo_epochs = minibatches = 1, the default) the policy being updated is
 the one that sampled, so the `grpo` loss takes its own log-probs, stop-gradient, as the old ones: the ratio is

@@ -402,12 +402,13 @@ def test_a_lora_grpo_step_changes_only_the_adapters(tmp_path, tokenizer_dir, pre
   with env.mesh_context():
     batch = source.next(state)
   stats = source.host_metrics()
-  width, most = batch["tokens"].shape[1], rl.group_row_len(64, 16, 4)
-  assert batch["tokens"].shape[0] == 4 and batch["loss_mask"].shape == (16, 80)
-  assert width == most or (width % rl.ROW_BUCKET == 0 and width < most)  # trimmed to the longest group
-  assert (batch["segment_ids"] > 0).sum(axis=1).max() > width - rl.ROW_BUCKET  # which lies in the last bucket
-  assert stats["row_len"] == width
-  assert batch["advantages"].shape == (16,)  # 4 prompts x 4 samples: one group row per prompt
+  (_, q), (rows, c) = batch["prompt_tokens"].shape, batch["tokens"].shape
+  assert batch["prompt_tokens"].shape[0] == 4 and rows == 16 and batch["loss_mask"].shape == (16, c)
+  # each width trimmed to what the rollout holds: the longest prompt (but its last token), the longest completion
+  assert q == 63 or (q % rl.COLUMN_BUCKET == 0 and (batch["prompt_segments"] > 0).sum(1).max() > q - rl.COLUMN_BUCKET)
+  assert c == 16 and batch["loss_mask"].sum(1).max() > c - rl.COLUMN_BUCKET
+  assert stats["row_len"] == q + c
+  assert batch["advantages"].shape == (16,)  # 4 prompts x 4 samples: each prompt run once
   assert 0.0 <= stats["truncated"] <= 1.0 and stats["completion_len"] > 0  # cut-off replies are scored, no crash
   assert "old_logprobs" not in batch  # one optimizer step per rollout: the loss's own log pi is pi_old
   # Fresh adapters: pi = ref, so the cached sampler's log-probs must match the training forward's.
