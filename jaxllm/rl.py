@@ -14,7 +14,9 @@ attention is mostly masked out) and than a row per sample (the prompt G times). 
 the rollout sampled (the longest prompt and completion, rounded up to COLUMN_BUCKET), so a step trains on the
 tokens sampled rather than the budget, and a run compiles a handful of shapes. Every sample's log-probs are
 exactly those of its own row. Shapes (P prompts, G group size, R = P*G samples prompt-major, Q / C the trimmed
-prompt / completion widths):
+prompt / completion widths). GRPO's rollouts take it (`RolloutSource(..., shared_prompt=True)`, as the stage
+builds it); PPO's (its value head reads branch rows) and those with tool calls (their masks are in a sample
+row's columns) keep the branch rows of `group_layout`:
 
   prompt_tokens, prompt_positions,         [P, Q] int32   each prompt but its last token, left-padded (segment 0)
   prompt_segments
