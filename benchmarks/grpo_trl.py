@@ -2,6 +2,7 @@
 
   python benchmarks/grpo_trl.py [--out=grpo_trl.json]   # pipeline-size model, 8 prompts x 8 samples x 64 tokens
   python benchmarks/grpo_trl.py --smoke                 # tiny sizes, seconds (tests/test_benchmarks_smoke.py)
+  python benchmarks/grpo_trl.py --sides=jaxllm,jaxllm_group   # jaxllm's layout against one branch row per group
 
 One shared setup, then each side in its own subprocess (so torch's and XLA's thread pools never compete),
 side by side in one run, in `--rounds` rounds whose order alternates (load changes on a shared machine hit both):
@@ -49,6 +50,7 @@ SIZES = {
 }
 MARK = "GRPO_TRL_RESULT "
 PARTS = ("sampling", "reference", "update")
+SIDES = ("jaxllm", "trl", "jaxllm_group", "jaxllm_plain")
 
 
 def build_setup(folder: str, s: dict, args) -> dict:
@@ -88,7 +90,7 @@ def _records(folder: str) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ jaxllm side
 
-def run_jaxllm(folder: str, s: dict, args) -> dict:
+def run_jaxllm(folder: str, s: dict, args, layout: str = "shared") -> dict:
   import jax
   import numpy as np
 
@@ -104,13 +106,15 @@ def run_jaxllm(folder: str, s: dict, args) -> dict:
   c.steps = steps
   c.checkpoint.every = steps
   c.rl.update(prompts_per_step=s["prompts"], group_size=s["group"], kl_beta=args.beta, eval_prompts=0,
+              group_rows=layout != "plain",
                 max_prompt_len=s["max_prompt"])
   c.sampling.max_new_tokens = s["new_tokens"]
   env = runtime.prepare(c)
   prompts, dropped = rl.encode_prompts(env.tokenizer, _records(folder), env.config.rl.max_prompt_len)
   if dropped:
     raise ValueError(f"{dropped} prompts longer than rl.max_prompt_len")
-  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl), shared_prompt=True)  # as stages/grpo.py
+  # the stage's layout (shared), or for comparison one branch row per group (group) or a row per sample (plain)
+  source = rl.RolloutSource(env, prompts, rewards.build(env.config.rl), shared_prompt=layout == "shared")
   source._prompt_at = lambda position: prompts[position]  # both sides walk the prompts in file order
 
   config = env.config
@@ -241,6 +245,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--beta", type=float, default=0.04, help="KL coefficient (rl.kl_beta / GRPOConfig.beta)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads for TRL")
+  parser.add_argument("--sides", default="jaxllm,trl",
+                      help="sides run, of jaxllm, trl, and for comparison jaxllm_group / jaxllm_plain (jaxllm's rollouts "
+                           "in one branch row per group / a row per sample instead of its shared-prompt layout)")
   parser.add_argument("--out", default="", help="write the results as JSON here")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
@@ -249,30 +256,36 @@ def main(argv=None) -> dict:
     args.size, args.steps, args.warmup = "smoke", 1, 1
   s = SIZES[args.size]
   if args.worker:
-    result = {"jaxllm": run_jaxllm, "trl": run_trl}[args.worker](args.folder, s, args)
+    side, _, layout = args.worker.partition("_")
+    result = run_trl(args.folder, s, args) if side == "trl" else run_jaxllm(args.folder, s, args, layout or "shared")
     print(MARK + json.dumps(result), flush=True)
     return result
 
   with tempfile.TemporaryDirectory(prefix="grpo_trl_") as folder:
     setup = build_setup(folder, s, args)
     load_start = os.getloadavg()[0]
-    runs = {"jaxllm": [], "trl": []}
+    order = args.sides.split(",")
+    if set(order) - set(SIDES):
+      raise SystemExit(f"--sides: {','.join(sorted(set(order) - set(SIDES)))} not in {','.join(SIDES)}")
+    runs = {side: [] for side in order}
     for r in range(args.rounds):
-      for side in (("jaxllm", "trl") if r % 2 == 0 else ("trl", "jaxllm")):
+      for side in (order if r % 2 == 0 else order[::-1]):
         runs[side].append(_worker(side, folder, args))
     load_end = os.getloadavg()[0]
   sides = {side: summarize({"steps": [row for run in rs for row in run["steps"]]}) for side, rs in runs.items()}
   prompt_lens = {side: rs[0]["prompt_lens"] for side, rs in runs.items()}
-  ratio = sides["jaxllm"]["steps_per_s"] / sides["trl"]["steps_per_s"]
+  ratio = sides["jaxllm"]["steps_per_s"] / sides["trl"]["steps_per_s"] if {"jaxllm", "trl"} <= set(sides) else None
+  trl = f"TRL {runs['trl'][0]['trl_version']}, " if "trl" in runs else ""
   print(f"GRPO step: {s['prompts']} prompts x {s['group']} samples, <= {s['new_tokens']} new tokens, beta {args.beta}, "
-        f"{setup['params'] / 1e6:.2f}M params (vocab {setup['vocab_size']}); TRL {runs['trl'][0]['trl_version']}, "
+        f"{setup['params'] / 1e6:.2f}M params (vocab {setup['vocab_size']}); {trl}"
         f"{args.rounds} round(s) x {args.steps} timed steps, load average {load_start:.1f} -> {load_end:.1f}")
   print("| side | step s | steps/s | sampling s | reference s | update s | mean completion |\n|---|---:|---:|---:|---:|---:|---:|")
   for side, r in sides.items():
     print(f"| {side} | {r['step_s']:.2f} | {r['steps_per_s']:.3f} | {r['sampling_s']:.2f} | {r['reference_s']:.2f} | "
           f"{r['update_s']:.2f} | {r['completion_len']:.1f} |")
-  print(f"jaxllm / TRL steps/s: {ratio:.2f}x")
-  if prompt_lens["jaxllm"] != prompt_lens["trl"]:
+  if ratio is not None:
+    print(f"jaxllm / TRL steps/s: {ratio:.2f}x")
+  if ratio is not None and prompt_lens["jaxllm"] != prompt_lens["trl"]:
     print(f"note: prompt lengths differ: jaxllm {prompt_lens['jaxllm']} vs TRL {prompt_lens['trl']}")
   result = {"size": args.size, "shape": s, "beta": args.beta, "setup": setup, "rounds": args.rounds,
             "steps": args.steps, "load_average": [load_start, load_end], "cpus": os.cpu_count(),
