@@ -8,7 +8,7 @@ samples, `data.batch_size`); then the next rollout is drawn with the updated pol
 A group's prompt runs once (rl.group_rows, the default): into a KV cache, copied to its G completions, which
 run as rows of their own attending to it (`prompt_layout`, losses/shared_prompt.py), so the forward and
 backward passes cost the prompt once per group plus each completion against its prompt and itself: at the GRPO
-benchmark's shape (8 prompts of ~56 tokens x 8 samples x 64 tokens) about 1.7x faster than one branch row per
+benchmark's shape (8 prompts of ~56 tokens x 8 samples x 64 tokens) about 2x faster than one branch row per
 group (`group_layout`, data/branches.py: P[:-1] | P[-1] c_1 | ... | P[-1] c_G in one row, whose [G * C]^2
 attention is mostly masked out) and than a row per sample (the prompt G times). Both widths are trimmed to what
 the rollout sampled (the longest prompt and completion, rounded up to COLUMN_BUCKET), so a step trains on the

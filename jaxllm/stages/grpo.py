@@ -20,7 +20,8 @@ masked), value functions / GAE, and reward normalisation across batches.
 
 Every step logs the rollout's `reward_mean`, `reward_std`, `reward_<name>` per reward, `completion_len`,
 `truncated`, `zero_signal_groups`, `row_len` (tokens in each row the step trains on), `rollout_sec` /
-`update_sec`, and the loss's `kl`, `clip_frac`,
+`update_sec`, `tokens_per_sec` (the tokens a step trained on, padding left out: each prompt once and each
+completion, per second of the whole step, rollout included), and the loss's `kl`, `clip_frac`,
 `entropy`, `ratio_*`; every eval.every steps held-out greedy pass@1 `accuracy` and `answer_format`.
 """
 from __future__ import annotations
