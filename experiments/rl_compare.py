@@ -86,12 +86,7 @@ def main() -> None:
     key, value = item.split("=", 1)
     method, key = key.split(".", 1)
     plans[method][key] = value
-  path = os.path.join(args.out, "rl_compare.json")
-  results = {}
-  if os.path.exists(path):  # methods run by separate invocations (--methods) share one file
-    with open(path) as f:
-      results = json.load(f)
-  results.update({"init_from": args.init_from, "samples": args.samples})
+  results = {"init_from": args.init_from, "samples": args.samples}
   base = _run(_config("grpo", os.path.join(args.out, "sft_eval"), args.init_from, {"steps": 0}))
   results["sft"] = {"accuracy": base["eval_accuracy"], "answer_format": base["eval_answer_format"]}
   for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
@@ -105,6 +100,10 @@ def main() -> None:
                        "overrides": {k: v for k, v in plan.items()}}
     print(f"{method}: held-out pass@1 {results['sft']['accuracy']:.3f} -> {summary['eval_accuracy']:.3f} "
           f"({tokens:.0f} sampled tokens, {summary.get('wall_sec', 0) / 60:.1f} min)", flush=True)
+  path = os.path.join(args.out, "rl_compare.json")
+  if os.path.exists(path):  # methods run by separate invocations (--methods) share one file: keep theirs
+    with open(path) as f:
+      results = {**json.load(f), **results}
   with open(path, "w") as f:
     json.dump(results, f, indent=2)
   print(json.dumps(results, indent=2))
