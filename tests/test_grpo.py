@@ -462,6 +462,8 @@ def test_tiny_grpo_run_end_to_end_and_exact_resume(tmp_path, tokenizer_dir, pret
   keys = {"loss", "kl", "clip_frac", "entropy", "reward_mean", "reward_std", "reward_test_fives", "reward_format",
           "completion_len", "truncated", "zero_signal_groups", "rollout_sec", "update_sec", "tokens_per_sec"}
   assert keys <= set(train_rows[-1])
+  # trained tokens per second, the last step's too (it read 0 when each row counted the next step's tokens)
+  assert all(r["tokens_per_sec"] > 0 for r in train_rows) and summary["train_tokens_per_sec"] > 0
   assert [r["rollouts"] for r in train_rows] == [1, 2, 3, 4]  # each line describes its own rollout
   assert any(r["reward_std"] > 0 for r in train_rows) and any(r["grad_norm"] > 0 for r in train_rows)
   for r in train_rows:  # replies cut at max_new_tokens are scored (not crashed) and lose the penalty
