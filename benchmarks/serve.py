@@ -180,8 +180,10 @@ async def load(url: str, model: str, clients: int, requests: int, prompts: list[
 
 def servers(args, workdir: str, hf_dir: str, context: int) -> dict[str, tuple[list[str], str, dict]]:
   """name -> (command with {port}, the model id to request, extra request fields)."""
+  # its own run directory (the default runs/serve is locked by any other server started from this checkout)
+  run_dir = os.path.join(os.path.dirname(workdir), "serve_run")
   jaxllm = [sys.executable, "run.py", "--config=configs/serve.py", f"--config.init_from={workdir}",
-            "--config.serve.port={port}", f"--config.serve.context={context}", f"--config.seed={args.seed}"]
+            f"--config.workdir={run_dir}", "--config.serve.port={port}", f"--config.serve.context={context}", f"--config.seed={args.seed}"]
   name = os.path.basename(workdir)
   # Its paged KV cache sized like jaxllm's slots (one context per client): left to itself it sizes the cache
   # from the free memory and its model process was OOM-killed on a shared 23 GB machine.
