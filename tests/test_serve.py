@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from conftest import REPO, SERVE_CONTEXT as CONTEXT
 from jaxllm import chat_template
 from jaxllm.serve.api import Api, ApiOptions
-from jaxllm.serve.engine import Engine, Request
+from jaxllm.serve.engine import Engine, Request, prompt_bucket
 
 openai = pytest.importorskip("openai")
 
@@ -100,6 +100,12 @@ def test_sampling_options_logprobs_n_seed_stop(server, client, workdir):
   streamed = "".join(c.choices[0].text for c in client.completions.create(
       model=name, prompt="what is 2 plus", max_tokens=8, temperature=0, stream=True))
   assert streamed == completion.choices[0].text
+
+
+def test_prompt_buckets_pad_less_than_a_quarter_or_16_tokens():
+  """1/8 of the next power of two, >= 16, capped at the context (a power-of-two bucket ran 70 tokens at 128)."""
+  assert [prompt_bucket(n, 256) for n in (1, 16, 17, 70, 128, 129, 250)] == [16, 16, 32, 80, 128, 160, 256]
+  assert all(0 <= prompt_bucket(n, 4096) - n < max(16, n / 4) for n in range(1, 4097))
 
 
 def test_32_concurrent_requests_match_sequential(server, client, workdir):

@@ -39,8 +39,8 @@ from jaxllm.tokenizer import Tokenizer
 
 def prompt_bucket(n: int, context: int) -> int:
   """Prompts are padded to a multiple of 1/8 of their next power of two (>= 16, <= context): 8 compiled prefills
-  per doubling of length, and never more than 1/4 of a prompt's length wasted (a power-of-two bucket padded a
-  70-token prompt to 128, 1.8x the work)."""
+  per doubling of length, and less padding than max(16 tokens, a quarter of the prompt) (a power-of-two bucket
+  padded a 70-token prompt to 128, 1.8x the work)."""
   step = max(16, (1 << (n - 1).bit_length()) // 8)
   return min(-(-n // step) * step, context)
 
@@ -106,7 +106,6 @@ class Engine:
     self.submitted = 0  # requests accepted so far (also the default seed's counter)
     self._state = slots_lib.empty_slots(model, options.max_batch, options.context)
     self.steps = 0  # decode steps run (for tests and logs)
-    self.moves = 0  # requests moved down into a freed row (for tests and logs)
 
   # --- called from any thread ------------------------------------------------------------------------------
 
@@ -116,12 +115,9 @@ class Engine:
     return self
 
   def warm_up(self) -> None:
-    """Compile the decode step (one per row bucket), the row move and the shortest prompt bucket's prefill
-    (before `start`)."""
+    """Compile the decode step and the shortest prompt bucket's prefill (before `start`)."""
     assert self._thread is None, "warm_up runs before the engine thread starts"
-    for rows in slots_lib.row_buckets(self.options.max_batch):
-      self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
-    self._state = slots_lib.move(self._state, jnp.int32(0), jnp.int32(0))
+    self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
     bucket = prompt_bucket(1, self.options.context)
     self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, jnp.int32(0),
                                          np.zeros((1, bucket), np.int32), jnp.int32(1), jnp.float32(0),
@@ -187,27 +183,13 @@ class Engine:
       self._admit()
       in_flight = None
       if any(self.rows):
-        rows = self._compact()  # before reading self._state: a move replaces it
-        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, rows)
+        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
         self.steps += 1
         in_flight = (drawn, tuple(self.rows))
       if pending is not None:
         self._consume(*pending)
       pending = in_flight
     self._end_all("shutdown")
-
-  def _compact(self) -> int:
-    """The row bucket the next decode step runs: the running requests are moved into the lowest rows (one row's
-    cache copied each) so that a step over the first `rows` rows serves them all."""
-    running = sum(r is not None for r in self.rows)
-    rows = next(n for n in slots_lib.row_buckets(len(self.rows)) if n >= running)
-    for src in range(rows, len(self.rows)):
-      if self.rows[src] is not None:
-        dst = self.rows.index(None)
-        self._state = slots_lib.move(self._state, jnp.int32(src), jnp.int32(dst))
-        self.rows[dst], self.rows[src] = self.rows[src], None
-        self.moves += 1
-    return rows
 
   def _end_all(self, reason: str) -> None:
     with self._wake:

@@ -141,63 +141,14 @@ def _decode_row(model: Transformer, weights, layers: list, segment_ids_S: Array,
   return logits_11V[0, 0], jax.tree.map(lambda x: x[0], cache["layers"]), cache["segment_ids"][0]
 
 
-def row_buckets(batch: int) -> tuple[int, ...]:
-  """The row counts `decode` is compiled for: powers of two below `batch`, and `batch`."""
-  return tuple(n for n in (1 << i for i in range(batch.bit_length())) if n < batch) + (batch,)
-
-
-def _step_all(model: Transformer, weights, slots: Slots) -> tuple[Array, list, Array]:
-  """Every row: the model's updated cache is the new state (written in place: the state is donated)."""
-  return jax.vmap(functools.partial(_decode_row, model, weights))(slots.layers, slots.segment_ids_BS,
-                                                                  slots.last_B, slots.pos_B)
-
-
-def _step_first(model: Transformer, weights, slots: Slots, rows: int) -> tuple[Array, list, Array]:
-  """Rows [0, rows) only (R = rows): they attend over their own copy of their cache rows, and only each row's
-  new key/value column is scattered into the full (donated) cache. Writing back a whole updated slice instead
-  made XLA:CPU copy every layer's full cache at some row counts (docs/serving.md)."""
-  pos_R = slots.pos_B[:rows]
-
-  def row(layers, segment_ids_S, token, pos):
-    logits_V, layers, segment_ids_S = _decode_row(model, weights, layers, segment_ids_S, token, pos)
-    column = lambda x, axis: jax.lax.dynamic_index_in_dim(x, pos, axis, keepdims=False)
-    return logits_V, [{"k": column(layer["k"], 2), "v": column(layer["v"], 1)} for layer in layers]
-
-  first = lambda x: x[:rows]
-  logits_RV, columns = jax.vmap(row)(jax.tree.map(first, slots.layers), first(slots.segment_ids_BS),
-                                     first(slots.last_B), pos_R)
-  rows_R = jnp.arange(rows)
-  layers = [{"k": old["k"].at[rows_R, :, :, pos_R].set(new["k"]),  # [B, K, Dh, S] <- [R, K, Dh]
-             "v": old["v"].at[rows_R, :, pos_R, :].set(new["v"])}  # [B, K, S, Dh] <- [R, K, Dh]
-            for old, new in zip(slots.layers, columns)]
-  return logits_RV, layers, slots.segment_ids_BS.at[rows_R, pos_R].set(1)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "vocab_limit", "rows"), donate_argnames=("slots",))
-def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, rows: int = 0) -> tuple[Slots, Drawn]:
-  """Feed rows [0, rows) (0: all) their last token and draw the next one: one step of the running batch.
-
-  `rows` (one of `row_buckets`) lets a lightly loaded server skip the idle rows; the engine keeps its requests
-  in the lowest rows for that. Rows past `rows` are left as they are."""
-  b = slots.last_B.shape[0]
-  rows = rows or b
-  if rows == b:
-    logits_RV, layers, segment_ids_BS = _step_all(model, weights, slots)
-  else:
-    logits_RV, layers, segment_ids_BS = _step_first(model, weights, slots, rows)
-  first = lambda x: x[:rows]
-  drawn = draw(logits_RV, first(slots.temperature_B), first(slots.top_p_B), first(slots.key_B), first(slots.t_B),
-               first(slots.want_top_B), vocab_limit)
+@functools.partial(jax.jit, static_argnames=("model", "vocab_limit"), donate_argnames=("slots",))
+def decode(model: Transformer, weights, slots: Slots, vocab_limit: int) -> tuple[Slots, Drawn]:
+  """Feed every row its last token and draw the next one: one step of the whole running batch."""
+  row = functools.partial(_decode_row, model, weights)
+  logits_BV, layers, segment_ids_BS = jax.vmap(row)(slots.layers, slots.segment_ids_BS, slots.last_B, slots.pos_B)
+  drawn = draw(logits_BV, slots.temperature_B, slots.top_p_B, slots.key_B, slots.t_B, slots.want_top_B,
+               vocab_limit)
   # an idle row keeps stepping (fixed shapes); clamping keeps its writes inside the buffer
   last_slot = slots.segment_ids_BS.shape[1] - 1
-  set_first = lambda x_B, x_R: x_B.at[:rows].set(x_R)
-  return slots.replace(layers=layers, segment_ids_BS=segment_ids_BS, last_B=set_first(slots.last_B, drawn.token_B),
-                       pos_B=set_first(slots.pos_B, jnp.minimum(slots.pos_B[:rows] + 1, last_slot)),
-                       t_B=set_first(slots.t_B, slots.t_B[:rows] + 1)), drawn
-
-
-@functools.partial(jax.jit, donate_argnames=("slots",))
-def move(slots: Slots, src: Array, dst: Array) -> Slots:
-  """Row `src`'s cache and state copied into row `dst` (the engine compacts its requests into low rows)."""
-  copy_row = lambda x: jax.lax.dynamic_update_index_in_dim(x, jax.lax.dynamic_index_in_dim(x, src, 0), dst, 0)
-  return jax.tree.map(copy_row, slots)
+  return slots.replace(layers=layers, segment_ids_BS=segment_ids_BS, last_B=drawn.token_B,
+                       pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
