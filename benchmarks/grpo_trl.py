@@ -209,7 +209,8 @@ def run_trl(folder: str, s: dict, args) -> dict:
   n = s["prompts"] * s["group"]
   for i, row in enumerate(rows):
     row["completion_len"] = float(sum(completion_lens[i * n:(i + 1) * n]) / n)
-  return {"steps": rows[args.warmup:], "prompt_lens": [int(x) for x in prompt_lens[:s["prompts"] * s["group"]:s["group"]]],
+  first_prompts = prompt_lens[:s["prompts"] * s["group"]:s["group"]]  # the warm-up step's prompts, as jaxllm's
+  return {"steps": rows[args.warmup:], "prompt_lens": [int(x) for x in first_prompts],
           "trl_version": __import__("trl").__version__}
 
 
@@ -246,8 +247,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count(), help="torch.set_num_threads for TRL")
   parser.add_argument("--sides", default="jaxllm,trl",
-                      help="sides run, of jaxllm, trl, and for comparison jaxllm_group / jaxllm_plain (jaxllm's rollouts "
-                           "in one branch row per group / a row per sample instead of its shared-prompt layout)")
+                      help="sides run, of jaxllm, trl, and for comparison jaxllm_group / jaxllm_plain (jaxllm's "
+                           "rollouts in one branch row per group / a row per sample instead of its shared-prompt "
+                           "layout)")
   parser.add_argument("--out", default="", help="write the results as JSON here")
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   parser.add_argument("--folder", default="", help=argparse.SUPPRESS)
@@ -279,7 +281,8 @@ def main(argv=None) -> dict:
   print(f"GRPO step: {s['prompts']} prompts x {s['group']} samples, <= {s['new_tokens']} new tokens, beta {args.beta}, "
         f"{setup['params'] / 1e6:.2f}M params (vocab {setup['vocab_size']}); {trl}"
         f"{args.rounds} round(s) x {args.steps} timed steps, load average {load_start:.1f} -> {load_end:.1f}")
-  print("| side | step s | steps/s | sampling s | reference s | update s | mean completion |\n|---|---:|---:|---:|---:|---:|---:|")
+  print("| side | step s | steps/s | sampling s | reference s | update s | mean completion |\n"
+        "|---|---:|---:|---:|---:|---:|---:|")
   for side, r in sides.items():
     print(f"| {side} | {r['step_s']:.2f} | {r['steps_per_s']:.3f} | {r['sampling_s']:.2f} | {r['reference_s']:.2f} | "
           f"{r['update_s']:.2f} | {r['completion_len']:.1f} |")

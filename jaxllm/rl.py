@@ -302,7 +302,7 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
       "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
       "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
       # columns each sample trains over: its trimmed prompt (run once per group) and completion; plain rows' own
-      "row_len": float(batch["tokens"].shape[1] + batch.get("prompt_tokens", np.zeros((0, 0))).shape[1]),
+      "row_len": float(batch["tokens"].shape[1] + (batch["prompt_tokens"].shape[1] if "prompt_tokens" in batch else 0)),
       "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
   }
   return Rollout(batch, stats)
