@@ -79,6 +79,8 @@ def _start(workdir: str, name: str, key: str, summaries: dict):
   """The held-out value of the model a stage started from: its step-0 evaluation, or the compared stage's value."""
   if name in COMPARED_WITH:
     return summaries.get(COMPARED_WITH[name], {}).get(key)
+  if "step" not in summaries[name]:  # an evaluation-only stage logs its one evaluation at step 0 too
+    return None
   steps, values = held_out_series(workdir, name, key)
   return values[0] if steps and steps[0] == 0 else None
 
@@ -118,8 +120,8 @@ def _plots(workdir: str, summaries: dict) -> list[str]:
   for name, summary in summaries.items():
     metrics = [m for m in (HELD_OUT.get(name), *MORE_HELD_OUT.get(name, ())) if m is not None]
     curves = {label: held_out_series(workdir, name, key) for label, key in metrics}
-    curves = {label: curve for label, curve in curves.items() if curve[0]}
-    if not curves:
+    curves = {label: curve for label, curve in curves.items() if len(curve[0]) > 1}
+    if "step" not in summary or not curves:  # evaluation-only stages have one point, shown in the table
       continue
     share = metrics[0][1] in SHARES
     baselines = {"chance": CHANCE[name]} if name in CHANCE else {}

@@ -28,6 +28,8 @@ def test_tiny_pipeline_end_to_end_and_rerun_skips(tmp_path, capsys):
   assert accuracy[0] == result["sft"]["eval_accuracy"] and accuracy[-1] == result["grpo"]["eval_accuracy"]
   for name in ("pretrain", "sft", "reward", "grpo", "dpo"):
     assert os.path.exists(tmp_path / f"heldout_{name}.png")
+  assert not os.path.exists(tmp_path / "heldout_eval_sft.png")  # an evaluation-only stage: one point, no curve
+  assert "| eval_sft | – |" in report and "| pass@1 of the SFT model | – |" in report
   sft_row = next(line for line in report.splitlines() if line.startswith("| sft |") and "pass@1" in line)
   grpo_row = next(line for line in report.splitlines() if line.startswith("| grpo |"))
   start, value, change = grpo_row.split(" | ")[6:9]  # the GRPO row: SFT's pass@1, GRPO's, the difference
