@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from jaxllm import answers, chat_template, class_metrics, sampling, tools
+from jaxllm import answers, chat_template, class_metrics, sampling, sharding, spmd_sampling, tools
 from jaxllm.data import synthetic_tools
 from jaxllm.tools import loop as tool_loop
 
@@ -44,7 +44,33 @@ def cut_prompt(ids: list[int], budget: int) -> list[int]:
 def _sample_rows(env: Env, weights: Any, lora: Any, prompts: list[list[int]], params: sampling.SamplingParams,
                  batch_size: int, rng: jax.Array) -> list[tool_loop.Sampled]:
   """Every prompt completed (stop token kept), sorted by length into fixed-size batches (the last padded with
-  repeats) so the engine compiles one program per prompt-length bucket."""
+  repeats) so the engine compiles one program per prompt-length bucket.
+
+  Across processes (a collective: every process calls it with the same prompts) each process brings its share
+  of the prompts to generations over the global batch with the sharded weights (jaxllm/spmd_sampling.py) and
+  every process gets every row; greedy rows do not depend on the split."""
+  if env.process_count == 1:
+    run = lambda batch, key: sampling.generate(env.model, weights, batch, params, key, lora=lora,
+                                               pad_id=env.tokenizer.pad_id)
+    return _sample_batches(prompts, batch_size, rng, run)
+  # Every process generates as many rows, in batches of a multiple of its data-parallel devices: its share,
+  # padded with repeats that are dropped again.
+  lo, hi = spmd_sampling.share(len(prompts))
+  local_devices = max(1, sharding.data_parallel_size(env.mesh) // env.process_count)
+  per = -(-len(prompts) // env.process_count // local_devices) * local_devices
+  mine = prompts[lo:hi] or prompts[:1]
+  mine = mine + [mine[-1]] * (per - len(mine))
+  batch_size = -(-min(batch_size, per) // local_devices) * local_devices
+  run = lambda batch, key: spmd_sampling.generate(env, weights, lora, batch, params,
+                                                  np.asarray(jax.random.split(key, len(batch))))
+  rows = _sample_batches(mine, batch_size, rng, run)[:hi - lo]
+  ids, logprobs, stopped = spmd_sampling.gather_shares([r.ids for r in rows], [r.logprobs for r in rows],
+                                                       np.array([r.stopped for r in rows], bool), len(prompts))
+  return [tool_loop.Sampled(i, p, bool(s)) for i, p, s in zip(ids, logprobs, stopped)]
+
+
+def _sample_batches(prompts: list[list[int]], batch_size: int, rng: jax.Array, run) -> list[tool_loop.Sampled]:
+  """`_sample_rows` with `run(batch prompts, key) -> sampling.Generation` doing the generating."""
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   batch_size = max(1, min(batch_size, len(prompts)))
   out: list[tool_loop.Sampled | None] = [None] * len(prompts)
@@ -52,8 +78,7 @@ def _sample_rows(env: Env, weights: Any, lora: Any, prompts: list[list[int]], pa
     idx = order[start:start + batch_size]
     batch = [prompts[i] for i in idx]
     batch += [batch[-1]] * (batch_size - len(batch))
-    gen = sampling.generate(env.model, weights, batch, params, jax.random.fold_in(rng, start), lora=lora,
-                            pad_id=env.tokenizer.pad_id)
+    gen = run(batch, jax.random.fold_in(rng, start))
     for row, i in enumerate(idx):
       n = int(gen.lengths[row])
       out[i] = tool_loop.Sampled(gen.tokens[row, :n].tolist(), gen.logprobs[row, :n].tolist(),

@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm import chat_template
+from jaxllm import chat_template, sharding
 from jaxllm.checkpoint import load_pretrained
 from jaxllm.losses.common import hidden_logprobs
 from jaxllm.model import ModelConfig, Transformer
@@ -123,6 +124,10 @@ class RewardModel:
     self.batch_size = batch_size
     self.max_len = model.cfg.max_seq_len
     self._score = jax.jit(lambda w, h, t, p, s, i: rewards(model, w, None, h, t, p, s, i))
+    # Scoring runs on the device that holds the weights, under a mesh of that device alone: inside a training
+    # run (GRPO's reward) the run's own mesh spans other devices, and other processes' devices.
+    device = next(iter(jax.tree.leaves(weights)[0].devices()))
+    self._mesh = jax.sharding.Mesh(np.asarray([device]).reshape(1, 1, 1), sharding.MESH_AXES)
 
   @classmethod
   def load(cls, workdir: str, batch_size: int = 16) -> "RewardModel":
@@ -172,10 +177,11 @@ class RewardModel:
     positions_BL, last_B = layout_from_segments(segment_ids_BL)
     out = []
     n, bs = len(tokens_BL), self.batch_size
-    for start in range(0, n, bs):  # fixed batch shape: the last chunk is padded with copies of row 0
-      rows = np.arange(start, start + bs)
-      rows = np.where(rows < n, rows, 0)
-      r = self._score(self.weights, self.head, tokens_BL[rows], positions_BL[rows], segment_ids_BL[rows],
-                      last_B[rows])
-      out.append(np.asarray(jax.device_get(r))[:min(bs, n - start)])
+    with jax.set_mesh(self._mesh), nn.logical_axis_rules(sharding.LOGICAL_RULES):
+      for start in range(0, n, bs):  # fixed batch shape: the last chunk is padded with copies of row 0
+        rows = np.arange(start, start + bs)
+        rows = np.where(rows < n, rows, 0)
+        r = self._score(self.weights, self.head, tokens_BL[rows], positions_BL[rows], segment_ids_BL[rows],
+                        last_B[rows])
+        out.append(np.asarray(jax.device_get(r))[:min(bs, n - start)])
     return np.concatenate(out).astype(np.float32)

@@ -51,7 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxllm import chat_template, sampling
+from jaxllm import chat_template, sampling, sharding, spmd_sampling
 from jaxllm.data import branches
 from jaxllm.losses.grpo import sample_logprobs
 from jaxllm.losses.shared_prompt import PROMPT_KEYS
@@ -161,15 +161,17 @@ def _bucket(n: int, most: int) -> int:
 
 
 def prompt_layout(prompts: list[tuple[int, ...]], completions: list[np.ndarray], group_size: int, max_prompt_len: int,
-                  max_new_tokens: int, pad_id: int, completion_logprobs: list[np.ndarray] | None = None
-                  ) -> dict[str, np.ndarray]:
+                  max_new_tokens: int, pad_id: int, completion_logprobs: list[np.ndarray] | None = None,
+                  longest_seen: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
   """Each prompt once and its `group_size` completions as rows behind it (losses/shared_prompt.py: the prompt
   into a KV cache, each completion attending to it), completions prompt-major. Widths: the longest prompt but
   its last token and the longest completion, each rounded up to COLUMN_BUCKET (at most max_prompt_len - 1 and
-  max_new_tokens), so a rollout trains on what it sampled and a run compiles a handful of shapes."""
+  max_new_tokens), so a rollout trains on what it sampled and a run compiles a handful of shapes.
+  `longest_seen` = (longest prompt, longest completion) of the whole rollout when these are one process's share."""
   g = group_size
-  q = _bucket(max(len(p) for p in prompts) - 1, max(max_prompt_len - 1, 1))
-  c = _bucket(max(len(x) for x in completions), max_new_tokens)
+  longest_prompt, longest_completion = longest_seen or (max(len(p) for p in prompts), max(len(x) for x in completions))
+  q = _bucket(longest_prompt - 1, max(max_prompt_len - 1, 1))
+  c = _bucket(longest_completion, max_new_tokens)
   n_p, r = len(prompts), len(completions)
   prompt = {k: np.zeros((n_p, q), np.int32) for k in PROMPT_KEYS}
   prompt["prompt_tokens"][:] = pad_id
@@ -224,21 +226,22 @@ class Rollout:
 
 def _logprob_fn(env):
   """Jitted log pi(targets) [R, L] of a rollout batch (either layout) under (weights, lora), deterministic,
-  masked to the loss mask."""
+  masked to the loss mask; its rows sharded as the batch's, so each process reads back its own."""
   def fn(weights, lora, batch):
     return sample_logprobs(env.model, weights, lora, batch, None, env.config.loss.chunk_size) * batch["loss_mask"]
-  return env.jit_cache(("rl_logprobs",), lambda: jax.jit(fn))
+  return env.jit_cache(("rl_logprobs",), lambda: jax.jit(fn, out_shardings=sharding.batch_sharding(env.mesh)))
 
 
 def _logprobs(env, weights, lora, batch: dict, groups_per_call: int) -> np.ndarray:
-  """Log-probs [R, L] over the rollout in chunks of the train batch's groups (one compiled program)."""
+  """Log-probs [R, L] over this process's rollout rows, in chunks of its share of the train batch's groups (one
+  compiled program); every process calls it with as many chunks."""
   fn = _logprob_fn(env)
   g = env.config.rl.group_size
   keys = [k for k in (*GROUP_KEYS, *PROMPT_KEYS, "loss_mask") if k in batch]
   out = []
   for s in range(0, len(batch["loss_mask"]) // g, groups_per_call):
     chunk = take_groups({k: batch[k] for k in keys}, np.arange(s, s + groups_per_call), g)
-    out.append(np.asarray(jax.device_get(fn(weights, lora, chunk))))
+    out.append(spmd_sampling.local_rows(fn(weights, lora, sharding.put_batch(chunk, env.mesh))))
   return np.concatenate(out)
 
 
@@ -246,19 +249,28 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
             shared_prompt: bool = False) -> Rollout:
   """Sample rl.group_size completions of every prompt with the policy of `state`, score them, build the batch:
   with rl.group_rows, in the shared-prompt layout where `shared_prompt` (GRPO, tool-free rollouts), else in
-  group rows (PPO's value head reads its branch rows; tool masks are in row columns)."""
+  group rows (PPO's value head reads its branch rows; tool masks are in row columns).
+
+  Across processes (a collective: every process calls it with the same prompts and rng) each process brings its
+  contiguous share of the prompts (`spmd_sampling.share`: whole groups, so group statistics stay exact) to one
+  generation over the global batch with the policy as it is sharded for training, scores its own samples, and
+  the returned batch holds its rows only, as `train.fit` takes them; the stats are the whole rollout's. Row i's
+  key is split(rng, R)[i] whatever the split, so 2 processes draw the samples 1 process draws."""
   rl, tok = env.config.rl, env.tokenizer
   t0 = time.perf_counter()
   g = rl.group_size
+  keys_R = np.asarray(jax.random.split(rng, len(prompts) * g))
+  lo, hi = spmd_sampling.share(len(prompts))
+  prompts = prompts[lo:hi]
   rows = [p for p in prompts for _ in range(g)]  # prompt-major: rows [i*G, (i+1)*G) are prompt i's group
   stops = chat_template.stop_ids(tok)
   params = sampling.params_from(env.config.sampling, stop_ids=stops, vocab_limit=tok.n_vocab)
   weights, lora = policy_weights(state.params, state.frozen)
-  if env.config.tools.names:  # replies may call tools: the engine loop runs them (tool results: no loss)
+  if env.config.tools.names:  # replies may call tools: the engine loop runs them (tool results: no loss); one process
     gen, tool_rolls = tool_rollouts.sample(env, weights, lora, [list(p.ids) for p in prompts], params, rng, g)
   else:
-    gen, tool_rolls = sampling.generate(env.model, weights, [list(p.ids) for p in prompts], params, rng, lora=lora,
-                                        pad_id=tok.pad_id, samples_per_prompt=g), None
+    gen, tool_rolls = spmd_sampling.generate(env, weights, lora, [list(p.ids) for p in prompts], params,
+                                             keys_R[lo * g:hi * g], samples_per_prompt=g), None
   t_sample = time.perf_counter()
 
   completions = [gen.tokens[i, :gen.lengths[i]] for i in range(len(rows))]
@@ -276,9 +288,13 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
     ids = [p.ids for p in prompts]
     longest = env.config.data.seq_len if tool_rolls else params.max_new_tokens  # tool turns extend a completion
     if shared_prompt and not tool_rolls:  # (tool_loop.sampled_mask is in a sample row's columns)
-      batch = prompt_layout(ids, completions, g, rl.max_prompt_len, longest, tok.pad_id, list(gen.logprobs))
+      # widths from the whole rollout's longest prompt and completion: one global batch shape
+      most = spmd_sampling.gather(np.array([[max(len(p) for p in ids), max(len(x) for x in completions)]]))
+      batch = prompt_layout(ids, completions, g, rl.max_prompt_len, longest, tok.pad_id, list(gen.logprobs),
+                            longest_seen=tuple(int(n) for n in most.max(axis=0)))
     else:
       row_len = trimmed_row_len(ids, completions, g, group_row_len(rl.max_prompt_len, longest, g))
+      row_len = int(spmd_sampling.gather(np.array([row_len])).max())  # one global batch shape
       batch = group_layout(ids, completions, g, env.config.data.seq_len, row_len, tok.pad_id, list(gen.logprobs))
   else:
     batch = layout([p.ids for p in rows], completions, env.config.data.seq_len, tok.pad_id, list(gen.logprobs))
@@ -294,13 +310,16 @@ def rollout(env, state: TrainState, prompts: list[Prompt], rewards: Combined, rn
   batch["rewards"] = total_R  # [R] the scores themselves (PPO's GAE reads them; jaxllm/ppo.py)
   t_end = time.perf_counter()
 
-  lengths = gen.lengths.astype(np.float64)
+  # the whole rollout's stats: every process's samples
+  total_R, parts = spmd_sampling.gather(total_R), {name: spmd_sampling.gather(v) for name, v in parts.items()}
+  lengths = spmd_sampling.gather(gen.lengths).astype(np.float64)
+  stopped = spmd_sampling.gather(gen.stopped)
   equal_P = np.ptp(total_R.reshape(-1, g), axis=1) == 0
   stats = {
       "reward_mean": float(total_R.mean()), "reward_std": float(total_R.std()),
       **{f"reward_{name}": float(v.mean()) for name, v in parts.items()},
       "completion_len": float(lengths.mean()), "completion_len_max": float(lengths.max()),
-      "truncated": float((~gen.stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
+      "truncated": float((~stopped).mean()), "zero_signal_groups": float(equal_P.mean()),
       # columns each sample trains over: its trimmed prompt (run once per group) and completion; plain rows' own
       "row_len": float(batch["tokens"].shape[1] + (batch["prompt_tokens"].shape[1] if "prompt_tokens" in batch else 0)),
       "rollout_sec": t_end - t0, "sample_sec": t_sample - t0, "score_sec": t_score - t_sample,
@@ -343,9 +362,12 @@ class RolloutSource:
     now = time.perf_counter()
     update_sec = (now - self._update_start - self.eval_sec) if self._update_start is not None else 0.0
     self.current = rollout(self.env, state, prompts, self.rewards, key, self.shared_prompt)
-    groups = self.rl.prompts_per_step
+    # Each data-parallel device's block of groups is shuffled on its own and every minibatch takes the same
+    # number from each block, so a process's minibatch rows are its own groups, and the minibatches are the same
+    # whether 1 or n processes hold the blocks.
+    blocks = sharding.data_parallel_size(self.env.mesh)
     shuffle = np.random.default_rng([self.seed, self.rollouts, 1])
-    self.order = [shuffle.permutation(groups) for _ in range(self.rl.ppo_epochs)]
+    self.order = [shuffle.permuted(np.arange(p).reshape(blocks, -1), axis=1) for _ in range(self.rl.ppo_epochs)]
     self.last_stats = {**self.current.stats, "update_sec": update_sec, "rollouts": float(self.rollouts + 1)}
     self.rollouts += 1
     self.served = 0
@@ -356,10 +378,11 @@ class RolloutSource:
     if self.current is None or self.served == self.steps_per_rollout:
       self._new_rollout(state)
     epoch, mb = divmod(self.served, self.rl.minibatches)
-    n = len(self.order[epoch]) // self.rl.minibatches
-    groups = np.sort(self.order[epoch][mb * n:(mb + 1) * n])
+    n = self.order[epoch].shape[1] // self.rl.minibatches
+    groups = np.sort(self.order[epoch][:, mb * n:(mb + 1) * n].reshape(-1))
+    lo, hi = spmd_sampling.share(self.rl.prompts_per_step)  # this process's groups, and its rows of the rollout
     self.served += 1
-    return take_groups(self.current.batch, groups, self.rl.group_size)
+    return take_groups(self.current.batch, groups[(groups >= lo) & (groups < hi)] - lo, self.rl.group_size)
 
   def get_state(self) -> dict[str, Any]:
     return {"rollouts": self.rollouts, "served": self.served}

@@ -39,13 +39,13 @@ from jaxllm.state import TrainState, policy_weights
 def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c, r = env.config, env.config.rl
-  if env.process_count > 1:
-    raise NotImplementedError("grpo: rollouts run the sampler on one process's prompts; multi-process "
-                              "rollouts are not supported yet")
-  groups = r.prompts_per_step // r.minibatches
-  if groups % sharding.data_parallel_size(env.mesh):
+  groups, dp = r.prompts_per_step // r.minibatches, sharding.data_parallel_size(env.mesh)
+  if groups % dp:
     raise ConfigError(f"config.rl.prompts_per_step / rl.minibatches = {groups} groups a step (one row each) do not "
-                      f"split over the {sharding.data_parallel_size(env.mesh)} data-parallel devices")
+                      f"split over the {dp} data-parallel devices")
+  if dp % env.process_count:  # each process samples, scores and feeds its own groups (rl.rollout)
+    raise ConfigError(f"config.mesh: the {dp} data-parallel devices (mesh.data x mesh.fsdp) do not split over "
+                      f"{env.process_count} processes; put mesh.tensor within a process")
   if not c.init_from:
     env.log("grpo: no init_from, so the policy starts from a random init (rewards will stay near zero)")
   train_records, eval_records, source, skipped = load_prompts(c)
@@ -69,11 +69,13 @@ def run(config: ml_collections.ConfigDict) -> dict:
 
   def print_samples(state: TrainState) -> dict:
     n = min(c.sample.num, len(eval_prompts))
-    if n <= 0 or not env.is_main:
+    if n <= 0:
       return {}
     weights, lora = policy_weights(state.params, state.frozen)
     texts = evals.generate_answers(env, weights, lora, eval_prompts[:n], max_new_tokens=c.sampling.max_new_tokens,
-                                   batch_size=n)
+                                   batch_size=n)  # every process takes part (a collective across processes)
+    if not env.is_main:
+      return {}
     for prompt, ref, got in zip(eval_prompts, eval_refs, texts):
       print(f"--- sample\n[user] {prompt[-1]['content']}\n[reference] {ref}\n[model] {got}", flush=True)
     return {}
