@@ -43,6 +43,9 @@ def run(config: ml_collections.ConfigDict) -> dict:
   if groups % dp:
     raise ConfigError(f"config.rl.prompts_per_step / rl.minibatches = {groups} groups a step (one row each) do not "
                       f"split over the {dp} data-parallel devices")
+  if env.process_count > 1 and c.tools.names:
+    raise ConfigError(f"config.tools.names: tool-calling rollouts run on one process (the tool loop's rounds are "
+                      f"host-side and differ per process); got {env.process_count} processes")
   if dp % env.process_count:  # each process samples, scores and feeds its own groups (rl.rollout)
     raise ConfigError(f"config.mesh: the {dp} data-parallel devices (mesh.data x mesh.fsdp) do not split over "
                       f"{env.process_count} processes; put mesh.tensor within a process")
