@@ -11,10 +11,11 @@ global row index the samples do not depend on the process count. Every process m
 many rows (the global batch is split evenly over the data-parallel devices); prompt lengths may differ, the
 padded length is the longest over all processes.
 
-Why the sharded policy rather than a replica of it on each process's devices (docs/scaling.md, measured with
-benchmarks/rollout_sampling.py): on the measured sizes the replica's own all-gather of the weights per rollout
-cost more than the sharded decode's collectives, and its decode was no faster; the sharded policy also needs no
-process to hold the whole model.
+Why the sharded policy rather than a replica of it on each process's devices (measured side by side with
+benchmarks/rollout_sampling.py, docs/scaling.md): at the size GRPO runs at here it was 7-34% faster (the
+replica's all-gather of the weights per rollout is a cost of its own, and its decode was no faster), and it never
+needs one process to hold the whole model. The replica won for a tiny model (latency-bound decoding) and on an
+oversubscribed host (the sharded decode steps in lockstep across processes).
 """
 from __future__ import annotations
 
