@@ -45,7 +45,8 @@ def _logits_and_grad(cfg, params, prefix: bool):
   return np.asarray(logits), grads
 
 
-@pytest.mark.parametrize("variant,prefix", [(dict(), False), (dict(sliding_window=4, query_pre_attn_scalar=16.0), True)],
+@pytest.mark.parametrize("variant,prefix",
+                         [(dict(), False), (dict(sliding_window=4, query_pre_attn_scalar=16.0), True)],
                          ids=["packed", "prefix-window-scaled"])
 def test_fused_path_matches_the_models_attention(monkeypatch, variant, prefix):
   """The cudnn path with jax's XLA kernel equals dot_attention: logits and every gradient, f32."""
