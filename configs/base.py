@@ -84,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.lora.quantize = "none"  # none | int8 | nf4: store the frozen base of the targeted projections quantized (QLoRA)
   c.lora.quant_block = 64  # inputs per absmax scale of the quantized base
   c.lora.double_quant = True  # quantize those scales too (int8 + one f32 per 256 outputs), as QLoRA's DQ
+  c.lora.quantize_embeddings = True  # with lora.quantize: the embedding and output head too (False: 16-bit, as QLoRA)
   c.lora.plus_ratio = 1.0  # LoRA+: the b matrices' learning rate is this x the rest's (paper: 16)
   c.lora.dora = False  # DoRA: a trainable magnitude per output column beside the low-rank direction
   c.lora.rslora = False  # rsLoRA: adapter scale alpha / sqrt(rank) instead of alpha / rank

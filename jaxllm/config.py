@@ -167,6 +167,9 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None) ->
           f"{c.lora.quantize!r} needs LoRA (lora.rank > 0): only a frozen base is stored quantized")
   require(c.lora.dora is False or c.lora.rank > 0, "lora.dora", "needs LoRA (lora.rank > 0)")
   require(c.lora.quant_block > 0, "lora.quant_block", f"must be > 0, got {c.lora.quant_block}")
+  require(not (c.lora.quantize == "nf4" and c.lora.quantize_embeddings and c.loss.chunk_size % 2), "loss.chunk_size",
+          f"must be even with an NF4-quantized output head (two vocabulary columns share a byte), got "
+          f"{c.loss.chunk_size}")
   require(c.lora.plus_ratio > 0, "lora.plus_ratio", f"must be > 0, got {c.lora.plus_ratio}")
   require(c.optim.name in ("adamw", "galore"), "optim.name", f"{c.optim.name!r} is not one of adamw, galore")
   require(c.optim.name != "galore" or c.lora.rank == 0, "optim.name",

@@ -7,7 +7,10 @@ The adapter tree mirrors the base params down to each targeted projection: `{...
 Variants: DoRA (`lora.dora`) adds a trainable magnitude `m` [out..] per projection, initialised to the base's
 column norms; QLoRA (`lora.quantize`) stores the targeted base weights quantized (quant.py) in
 `frozen["quant"]`, a tree of the same shape as the adapters', with their `w` taken out of `frozen["model"]`;
-`with_base` joins the two into the one tree the model reads. LoRA+ (`lora.plus_ratio`) lives in the optimizer
+`with_base` joins the two into the one tree the model reads. With `lora.quantize_embeddings` the token embedding
+and the output head are quantized too, into `frozen["quant"]["embedding" | "lm_head"]["quant"]`, both in the
+head's [D, V] layout (the embedding transposed: blocks of `quant_block` along D, so each token has its own
+scales, and one quantized table serves a tied head as well). LoRA+ (`lora.plus_ratio`) lives in the optimizer
 (state.py); rsLoRA (`lora.rslora`) in the scale (model.lora_scale).
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ from jaxllm.model import lora_column_norm
 
 # Number of leading (input) dims of each projection's weight `w`; the rest are output dims.
 INPUT_DIMS = {"q": 1, "k": 1, "v": 1, "o": 2, "gate": 1, "up": 1, "down": 1}
+# The vocabulary tables (top-level params) quantized under lora.quantize_embeddings.
+TABLES = ("embedding", "lm_head")
 
 
 def parse_targets(targets: str) -> tuple[str, ...]:
@@ -93,6 +98,22 @@ def _lookup(tree: dict, path: tuple) -> dict:
   return tree
 
 
+def quantizes_tables(lora: ml_collections.ConfigDict) -> bool:
+  """Whether a run quantizes the embedding and output head (a run from before the key existed did not)."""
+  return lora.get("quantize", "none") != "none" and bool(lora.get("quantize_embeddings", False))
+
+
+def quantize_table(w: jax.Array, name: str, lora: ml_collections.ConfigDict) -> dict:
+  """The embedding [V, D] or output head [D, V] quantized in the [D, V] layout (module docstring)."""
+  return quant.quantize(w.T if name == "embedding" else w, lora.quantize, 1, lora.quant_block, lora.double_quant)
+
+
+def dequantize_table(q: dict, name: str, dtype=jnp.float32) -> jax.Array:
+  """`quantize_table`'s inverse, in the table's own layout."""
+  w_DV = quant.dequantize(q, quant.shape_2d(q), dtype)
+  return w_DV.T if name == "embedding" else w_DV
+
+
 def quantize_leaf(w: jax.Array, name: str, lora: ml_collections.ConfigDict) -> dict:
   """One targeted projection's weight (named by its projection) quantized as `lora.*` asks."""
   return quant.quantize(w, lora.quantize, INPUT_DIMS[name], lora.quant_block, lora.double_quant)
@@ -100,10 +121,12 @@ def quantize_leaf(w: jax.Array, name: str, lora: ml_collections.ConfigDict) -> d
 
 # One jitted quantizer for all tensors: compiled once per weight shape, not once per tensor.
 _quantize_jit = jax.jit(quant.quantize, static_argnums=(1, 2, 3, 4))
+_quantize_transposed_jit = jax.jit(lambda w, *static: quant.quantize(w.T, *static), static_argnums=(1, 2, 3, 4))
 
 
 def _quantize_placed(w: jax.Array, name: str, lora: ml_collections.ConfigDict, shardings=None) -> dict:
-  q = _quantize_jit(w, lora.quantize, INPUT_DIMS[name], lora.quant_block, lora.double_quant)
+  static = (lora.quantize, INPUT_DIMS.get(name, 1), lora.quant_block, lora.double_quant)
+  q = (_quantize_transposed_jit if name == "embedding" else _quantize_jit)(w, *static)
   return q if shardings is None else jax.device_put(q, shardings)
 
 
@@ -119,24 +142,33 @@ def quantize_weights(weights: dict, lora: ml_collections.ConfigDict, convert=Non
       return proj
     return {**proj, "w": convert(path + ("w",), proj["w"])}
 
-  return _rebuild(weights, one)
+  out = _rebuild(weights, one)
+  for name in TABLES:
+    if name in out and not quant.is_quantized(out[name]):
+      out[name] = convert((name,), out[name])
+  return out
 
 
 def tensor_quantizer(lora: ml_collections.ConfigDict, weight_shardings: dict | None = None,
                      mesh: jax.sharding.Mesh | None = None):
-  """convert(path, array) for loaders reading a checkpoint tensor by tensor: a targeted projection's `w` comes
-  back quantized (in shardings derived from the weight's), anything else unchanged; the full-precision tensor
-  is garbage once converted, so at most one is alive beside the quantized model."""
+  """convert(path, array) for loaders reading a checkpoint tensor by tensor: a targeted projection's `w` (and,
+  with lora.quantize_embeddings, the embedding and output head) comes back quantized (in shardings derived from
+  the weight's), anything else unchanged; the full-precision tensor is garbage once converted, so at most one is
+  alive beside the quantized model."""
   targets = parse_targets(lora.targets)
+  tables = quantizes_tables(lora)
 
   def convert(path: tuple[str, ...], x: jax.Array):
-    if len(path) < 2 or path[-1] != "w" or path[-2] not in targets:
+    if tables and path in (("embedding",), ("lm_head",)):
+      name, quantize = path[0], lambda w: quantize_table(w, path[0], lora)
+    elif len(path) >= 2 and path[-1] == "w" and path[-2] in targets:
+      name, quantize = path[-2], lambda w: quantize_leaf(w, path[-2], lora)
+    else:
       return x
     if weight_shardings is None:
-      return _quantize_placed(x, path[-2], lora)
-    abstract = jax.eval_shape(lambda w: quantize_leaf(w, path[-2], lora), x)
-    return _quantize_placed(x, path[-2], lora, quant_shardings(path[-2], _lookup(weight_shardings, path), abstract,
-                                                                mesh))
+      return _quantize_placed(x, name, lora)
+    abstract = jax.eval_shape(quantize, x)
+    return _quantize_placed(x, name, lora, quant_shardings(name, _lookup(weight_shardings, path), abstract, mesh))
 
   return convert
 
@@ -155,10 +187,14 @@ def _rebuild(tree: dict, fn, path=()) -> dict:
 
 
 def split_quantized(weights: dict) -> tuple[dict, dict]:
-  """(weights without the quantized `w`s, tree of {"quant": quantized dict} per quantized projection)."""
+  """(weights without the quantized `w`s and tables, tree of {"quant": quantized dict} per quantized projection
+  or table)."""
   quantized = _walk(weights, lambda path, proj: {"quant": proj["w"]} if quant.is_quantized(proj["w"]) else None)
   rest = _rebuild(weights, lambda path, proj: {k: v for k, v in proj.items()
                                                 if not (k == "w" and quant.is_quantized(v))})
+  for name in TABLES:
+    if quant.is_quantized(rest.get(name)):
+      quantized[name] = {"quant": rest.pop(name)}
   return rest, quantized
 
 
@@ -170,14 +206,15 @@ def with_base(adapters: dict | None, quantized: dict | None) -> dict | None:
     return quantized
   out = dict(adapters)
   for key, sub in quantized.items():
-    out[key] = {**sub, **adapters[key]} if "quant" in sub else with_base(adapters.get(key, {}), sub)
+    out[key] = {**sub, **adapters.get(key, {})} if "quant" in sub else with_base(adapters.get(key, {}), sub)
   return out
 
 
 def merge(base: dict, lora: dict, scale: float, quantize: ml_collections.ConfigDict | None = None) -> dict:
   """Base weights with the adapters folded in: w + scale * a @ b (DoRA: m / ||w + scale * a @ b|| times that), in
-  the base dtype. With `quantize` (a QLoRA run's config.lora) the adapted projections' base is first quantized
-  and dequantized as in training, so the merged model is the one the adapters were trained against."""
+  the base dtype. With `quantize` (a QLoRA run's config.lora) the adapted projections' base, and the embedding
+  and output head when that run quantized them, are first quantized and dequantized as in training, so the
+  merged model is the one the adapters were trained against."""
 
   def fold(node_base, node_lora, path=()):
     out = dict(node_base)
@@ -197,7 +234,13 @@ def merge(base: dict, lora: dict, scale: float, quantize: ml_collections.ConfigD
         out[key] = fold(node_base[key], sub)
     return out
 
-  return fold(base, lora)
+  merged = fold(base, lora)
+  if quantize is not None and quantizes_tables(quantize):
+    for name in TABLES:
+      if name in merged:
+        w = merged[name]
+        merged[name] = dequantize_table(quantize_table(w.astype(jnp.float32), name, quantize), name).astype(w.dtype)
+  return merged
 
 
 def init_lora_state(weights: dict, weight_sh: dict, abstract: dict, lora: ml_collections.ConfigDict,
@@ -228,9 +271,10 @@ def _matching(shardings: dict, tree: dict) -> dict:
 
 def quant_shardings(name: str, w_sharding, abstract_q: dict, mesh: jax.sharding.Mesh):
   """Shardings of one quantized weight: its [k, n]-shaped arrays split along k and n as the weight's first input
-  and first output dims are (when they divide), everything else replicated."""
+  and first output dims are (when they divide; the embedding's are its second and first), everything else
+  replicated."""
   spec = tuple(w_sharding.spec) + (None,) * 8
-  in_axis, out_axis = spec[0], spec[INPUT_DIMS[name]]
+  in_axis, out_axis = (spec[1], spec[0]) if name == "embedding" else (spec[0], spec[INPUT_DIMS.get(name, 1)])
 
   def size(axis):
     if axis is None:

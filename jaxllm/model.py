@@ -401,12 +401,14 @@ class Transformer(nn.Module):
   def setup(self):
     cfg = self.cfg
     block = Block if cfg.remat == "none" else nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat])
+    # Under QLoRA with quantized tables (lora.py) the weights lack `embedding` / `lm_head`: the lora tree holds them.
+    stored = lambda name: self.is_initializing() or self.has_variable("params", name)
     self.embedding = self.param("embedding", _init(cfg, ("vocab", "embed")), (cfg.vocab_size, cfg.d_model),
-                                jnp.dtype(cfg.param_dtype))
+                                jnp.dtype(cfg.param_dtype)) if stored("embedding") else None
     self.layers = [block(cfg, self.deterministic, windowed(cfg, i), name=f"layers_{i}")
                    for i in range(cfg.n_layers)]
     self.final_norm = RMSNorm(cfg.norm_eps, jnp.dtype(cfg.param_dtype), cfg.norm_plus_one)
-    if not cfg.tie_embeddings:
+    if not cfg.tie_embeddings and stored("lm_head"):
       self.lm_head = self.param("lm_head", _init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
                                 jnp.dtype(cfg.param_dtype))
 
@@ -442,7 +444,7 @@ class Transformer(nn.Module):
       # by slot: a row's tokens sit in consecutive slots (sampling.py), so slot gaps are position gaps
       local_BLS = mask_BLS & (q_slot_L[:, None] - k_slot_S[None, :] < window)[None] if window else None
 
-    x_BLD = jnp.take(self.embedding, tokens_BL, axis=0).astype(jnp.dtype(self.cfg.dtype))
+    x_BLD = self.embed(tokens_BL, lora)
     if self.cfg.embed_scale:  # Gemma: sqrt(D) rounded to the compute dtype first, as transformers does
       x_BLD = x_BLD * jnp.asarray(self.cfg.d_model ** 0.5, x_BLD.dtype)
     x_BLD = nn.with_logical_constraint(x_BLD, ("batch", "length", None))
@@ -453,20 +455,44 @@ class Transformer(nn.Module):
                                  index, lora.get(f"layers_{i}"))
       new_layers.append(layer_cache)
     hidden_BLD = self.final_norm(x_BLD)
-    out = hidden_BLD if return_hidden else self.head(hidden_BLD)
+    out = hidden_BLD if return_hidden else self.head(hidden_BLD, lora)
     if cache is None:
       return out
     return out, {"layers": new_layers, "segment_ids": seg_BS, "index": index + l}
+
+  def embed(self, tokens_BL: Array, lora: LoraTree = None) -> Array:
+    """Token embeddings [B, L, D] in the compute dtype; from a quantized table only the gathered rows are
+    dequantized."""
+    dtype = jnp.dtype(self.cfg.dtype)
+    q = ((lora or {}).get("embedding") or {}).get("quant")
+    if q is not None:
+      return quant.take_columns(q, tokens_BL.reshape(-1), dtype).T.reshape(tokens_BL.shape + (-1,))
+    return jnp.take(self.embedding, tokens_BL, axis=0).astype(dtype)
 
   def head_matrix(self) -> Array:
     """The output head's [D, V] weights in the compute dtype (the embedding's transpose when tied)."""
     w_DV = self.embedding.T if self.cfg.tie_embeddings else self.lm_head
     return w_DV.astype(jnp.dtype(self.cfg.dtype))
 
-  def head(self, hidden_BLD: Array) -> Array:
-    """Final hidden states -> f32 logits [B, L, V]."""
-    return softcap(matmul_2d(hidden_BLD.astype(jnp.dtype(self.cfg.dtype)), self.head_matrix(), 1,
-                             preferred_element_type=jnp.float32), self.cfg.final_softcap)
+  def head(self, hidden_BLD: Array, lora: LoraTree = None) -> Array:
+    """Final hidden states -> f32 logits [B, L, V]; a quantized head is dequantized HEAD_CHUNK columns at a time."""
+    dtype = jnp.dtype(self.cfg.dtype)
+    q_DV = quantized_head(self.cfg, lora)
+    if q_DV is not None:
+      b, l, d = hidden_BLD.shape
+      logits_BLV = quant.matmul_columns(hidden_BLD.reshape(b * l, d), q_DV, HEAD_CHUNK, dtype).reshape(b, l, -1)
+    else:
+      logits_BLV = matmul_2d(hidden_BLD.astype(dtype), self.head_matrix(), 1, preferred_element_type=jnp.float32)
+    return softcap(logits_BLV, self.cfg.final_softcap)
+
+
+HEAD_CHUNK = 4096  # vocabulary columns of a quantized output head dequantized at once (model.head)
+
+
+def quantized_head(cfg: ModelConfig, lora: LoraTree) -> dict | None:
+  """The output head's quantized [D, V] dict from the lora tree (the embedding's when tied), or None."""
+  node = (lora or {}).get("embedding" if cfg.tie_embeddings else "lm_head") or {}
+  return node.get("quant")
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:

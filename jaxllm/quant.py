@@ -17,6 +17,7 @@ dequantized matrix alive until the gradient reaches it).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -92,16 +93,82 @@ def quantize(w: jax.Array, kind: str, n_in: int, block: int = 64, double_quant: 
 def dequantize(q: dict, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
   """The quantized dict back to a [*shape] array in `dtype` (one fused elementwise pass over the codes)."""
   absmax_Nn = _dequantize_scales(q["absmax"])
-  nb, n = absmax_Nn.shape
   if "nf4" in q:
     packed = q["nf4"]
-    codes_kn = jnp.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], n)
+    codes_kn = jnp.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], absmax_Nn.shape[1])
     values_kn = jnp.take(jnp.asarray(NF4_LEVELS), codes_kn.astype(jnp.int32), axis=0)
   else:
     values_kn = q["int8"].astype(jnp.float32) / 127.0
-  k = values_kn.shape[0]
-  w_NBn = values_kn.reshape(nb, k // nb, n) * absmax_Nn[:, None, :]
-  return w_NBn.reshape(shape).astype(dtype)
+  return _scaled(values_kn, absmax_Nn).reshape(shape).astype(dtype)
+
+
+def _scaled(values_kC: jax.Array, absmax_NC: jax.Array) -> jax.Array:
+  """Unit-range values [k, C] times their blocks' absmax [k/block, C]."""
+  (k, c), nb = values_kC.shape, absmax_NC.shape[0]
+  return (values_kC.reshape(nb, k // nb, c) * absmax_NC[:, None, :]).reshape(k, c)
+
+
+def shape_2d(q: dict) -> tuple[int, int]:
+  """(k, n) of the [k, n] matrix a quantized dict holds."""
+  scales = q["absmax"]["q"] if isinstance(q["absmax"], dict) else q["absmax"]
+  return (q["nf4"] if "nf4" in q else q["int8"]).shape[0], scales.shape[1]
+
+
+def _column_scales(scales, cols: jax.Array) -> jax.Array:
+  """The dequantized block scales [k/block, C] of columns `cols` [C] only."""
+  if not isinstance(scales, dict):
+    return jnp.take(scales, cols, axis=1)
+  group = scales["q"].shape[1] // scales["scale"].shape[1]
+  return (jnp.take(scales["q"], cols, axis=1).astype(jnp.float32) * jnp.take(scales["scale"], cols // group, axis=1)
+          + scales["offset"])
+
+
+def take_columns(q: dict, cols: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """Columns `cols` [C] (any order, repeats allowed) of the quantized [k, n] matrix, dequantized: [k, C]. Only
+  those columns' codes and scales are read (an embedding lookup dequantizes just the gathered tokens)."""
+  cols = cols.astype(jnp.int32)
+  if "nf4" in q:
+    bytes_kC = jnp.take(q["nf4"], cols // 2, axis=1)
+    codes_kC = (bytes_kC >> (4 * (cols % 2)).astype(jnp.uint8)[None, :]) & 0xF
+    values_kC = jnp.take(jnp.asarray(NF4_LEVELS), codes_kC.astype(jnp.int32), axis=0)
+  else:
+    values_kC = jnp.take(q["int8"], cols, axis=1).astype(jnp.float32) / 127.0
+  return _scaled(values_kC, _column_scales(q["absmax"], cols)).astype(dtype)
+
+
+def slice_columns(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
+  """Columns [start, start + size) of the quantized [k, n] matrix, dequantized: [k, size] (`start` may be traced;
+  NF4 needs it and `size` even, as two adjacent columns share a byte)."""
+  cols = start + jnp.arange(size, dtype=jnp.int32)
+  if "nf4" in q:
+    if size % 2:
+      raise ValueError(f"quant.slice_columns: an NF4 slice of {size} columns is odd (codes are packed in pairs)")
+    packed = jax.lax.dynamic_slice_in_dim(q["nf4"], start // 2, size // 2, axis=1)
+    codes_kC = jnp.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], size)
+    values_kC = jnp.take(jnp.asarray(NF4_LEVELS), codes_kC.astype(jnp.int32), axis=0)
+  else:
+    values_kC = jax.lax.dynamic_slice_in_dim(q["int8"], start, size, axis=1).astype(jnp.float32) / 127.0
+  return _scaled(values_kC, _column_scales(q["absmax"], cols)).astype(dtype)
+
+
+def matmul_columns(x_Tk: jax.Array, q: dict, chunk: int, dtype) -> jax.Array:
+  """x [T, k] @ the quantized [k, n] matrix -> f32 [T, n], dequantizing `chunk` columns at a time (each slice's
+  product checkpointed, so the backward pass re-dequantizes it too): at no point is more than a [k, chunk] slice
+  of the matrix held in `dtype`."""
+  n = shape_2d(q)[1]
+  chunk = min(chunk, n)
+  full = n // chunk
+
+  @functools.partial(jax.checkpoint, static_argnums=(3,))
+  def part(x, q, start, size):
+    return jnp.dot(x, slice_columns(q, start, size, dtype), preferred_element_type=jnp.float32)
+
+  x_Tk = x_Tk.astype(dtype)
+  y_NTC = jax.lax.map(lambda i: part(x_Tk, q, i * chunk, chunk), jnp.arange(full, dtype=jnp.int32))
+  y_Tn = jnp.moveaxis(y_NTC, 0, 1).reshape(x_Tk.shape[0], full * chunk)
+  if full * chunk < n:  # a last, shorter slice when chunk does not divide n
+    y_Tn = jnp.concatenate([y_Tn, part(x_Tk, q, full * chunk, n - full * chunk)], axis=1)
+  return y_Tn
 
 
 def nbytes(tree) -> int:

@@ -60,9 +60,10 @@ def head_scores(head: dict, hidden_BLD: jax.Array) -> jax.Array:
 
 
 def next_token_logprobs(model: Transformer, weights: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
-                        chunk_size: int = 0) -> jax.Array:
-  """f32 [B, L - 1]: entry t is the trunk's own LM log p(tokens[t + 1] | tokens[:t + 1])."""
-  logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD[:, :-1], tokens_BL[:, 1:], chunk_size)
+                        chunk_size: int = 0, lora: dict | None = None) -> jax.Array:
+  """f32 [B, L - 1]: entry t is the trunk's own LM log p(tokens[t + 1] | tokens[:t + 1]) (`lora`: for a QLoRA
+  run's quantized head)."""
+  logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD[:, :-1], tokens_BL[:, 1:], chunk_size, lora)
   return logp_BL.astype(jnp.float32)
 
 
@@ -76,7 +77,7 @@ def loglik(next_logp_BL: jax.Array, segment_ids_BL: jax.Array) -> jax.Array:
 
 def read_rewards(model: Transformer, weights: dict, head: dict, hidden_BLD: jax.Array, tokens_BL: jax.Array,
                  segment_ids_BL: jax.Array, last_index_B: jax.Array, chunk_size: int = 0,
-                 next_logp_BL: jax.Array | None = None) -> jax.Array:
+                 next_logp_BL: jax.Array | None = None, lora: dict | None = None) -> jax.Array:
   """f32 rewards [B] from the trunk's final hidden states: the score head at each row's `last_index`, plus
   head[LOGLIK] * `loglik` when the head has that weight (from `next_logp_BL` when the caller has computed
   `next_token_logprobs` already, so the LM head runs once)."""
@@ -84,7 +85,7 @@ def read_rewards(model: Transformer, weights: dict, head: dict, hidden_BLD: jax.
   r_B = jnp.take_along_axis(r_BL, last_index_B[:, None].astype(jnp.int32), axis=1)[:, 0]
   if LOGLIK in head:
     if next_logp_BL is None:
-      next_logp_BL = next_token_logprobs(model, weights, hidden_BLD, tokens_BL, chunk_size)
+      next_logp_BL = next_token_logprobs(model, weights, hidden_BLD, tokens_BL, chunk_size, lora)
     r_B = r_B + head[LOGLIK] * loglik(next_logp_BL, segment_ids_BL)
   return r_B
 
@@ -94,7 +95,7 @@ def rewards(model: Transformer, weights: dict, lora: dict | None, head: dict, to
             rng: jax.Array | None = None) -> jax.Array:
   """f32 rewards [B] of padded rows (`read_rewards` after the trunk)."""
   hidden_BLD = hidden_states(model, weights, lora, tokens_BL, positions_BL, segment_ids_BL, rng)
-  return read_rewards(model, weights, head, hidden_BLD, tokens_BL, segment_ids_BL, last_index_B)
+  return read_rewards(model, weights, head, hidden_BLD, tokens_BL, segment_ids_BL, last_index_B, lora=lora)
 
 
 def layout_from_segments(segment_ids_BL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

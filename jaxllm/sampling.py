@@ -170,7 +170,7 @@ def prefill(model: Transformer, weights: Any, prompt_tokens_BP: Array, prompt_le
   hidden_BPD, cache = model.apply(variables, tokens_BP, positions_BP, segments_BP, cache=cache, lora=lora,
                                   return_hidden=True)
   # Only the last column's logits are needed: skip the [B, P, V] head matmul of a full prefill.
-  return model.apply(variables, hidden_BPD[:, -1:], method=Transformer.head)[:, 0], cache
+  return model.apply(variables, hidden_BPD[:, -1:], lora, method=Transformer.head)[:, 0], cache
 
 
 def decode_step(model: Transformer, weights: Any, cache: dict, tokens_B: Array, positions_B: Array,

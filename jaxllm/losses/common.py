@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.losses.vocab_chunks import head_logprobs
-from jaxllm.model import Transformer
+from jaxllm.model import Transformer, quantized_head
 
 
 def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch: dict, rng: jax.Array | None,
@@ -21,22 +21,25 @@ def target_logprobs(model: Transformer, weights: dict, lora: dict | None, batch:
   hidden_BLD = model.apply({"params": weights}, batch["tokens"], batch.get("positions"),
                            batch.get("segment_ids"), lora=lora, return_hidden=True,
                            prefix_ids_BL=batch.get("prefix_ids"), rngs=rngs)
-  return hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)
+  return hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size, lora)
 
 
 def hidden_logprobs(model: Transformer, weights: dict, hidden_BLD: jax.Array, targets_BL: jax.Array,
-                    chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
-  """`target_logprobs` from the trunk's final hidden states [B, L, D] (the output head and the log-softmax)."""
+                    chunk_size: int = 0, lora: dict | None = None) -> tuple[jax.Array, jax.Array]:
+  """`target_logprobs` from the trunk's final hidden states [B, L, D] (the output head and the log-softmax);
+  `lora` is read for a quantized head only (QLoRA with lora.quantize_embeddings)."""
   vocab = model.cfg.vocab_size
   if chunk_size <= 0 or chunk_size >= vocab:
-    logits_BLV = model.apply({"params": weights}, hidden_BLD, method=Transformer.head)
+    logits_BLV = model.apply({"params": weights}, hidden_BLD, lora, method=Transformer.head)
     lse_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
     target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
     return target_BL - lse_BL, lse_BL
   b, l, d = hidden_BLD.shape
-  w_DV = model.apply({"params": weights}, method=Transformer.head_matrix)
-  logp_T, lse_T = head_logprobs(hidden_BLD.reshape(b * l, d).astype(w_DV.dtype), w_DV, targets_BL.reshape(-1),
-                                chunk_size)
+  w_DV = quantized_head(model.cfg, lora)
+  if w_DV is None:
+    w_DV = model.apply({"params": weights}, method=Transformer.head_matrix)
+  h_TD = hidden_BLD.reshape(b * l, d).astype(model.cfg.dtype)
+  logp_T, lse_T = head_logprobs(h_TD, w_DV, targets_BL.reshape(-1), chunk_size)
   return logp_T.reshape(b, l), lse_T.reshape(b, l)
 
 

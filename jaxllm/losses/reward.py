@@ -45,7 +45,7 @@ from jaxllm.state import policy_weights
 
 
 def pair_scores(model, weights, head: dict, hidden_BLD: jax.Array, batch: dict, chunk_size: int = 0,
-                with_logprobs: bool = False) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+                with_logprobs: bool = False, lora: dict | None = None) -> tuple[jax.Array, jax.Array, jax.Array | None]:
   """(rewards [B, 2], head scores in the side view [B, 2, L], next-token log-probs in the side view [B, 2, L]
   or None) from the trunk's hidden states over pair rows. A reward is what `reward_model.read_rewards` gives
   the side's own row: the head at its last token, plus head[LOGLIK] times the log-likelihood of its tokens
@@ -54,7 +54,8 @@ def pair_scores(model, weights, head: dict, hidden_BLD: jax.Array, batch: dict, 
   r_B2 = jnp.take_along_axis(r_B2L, batch["last_index"][..., None], axis=-1)[..., 0]
   next_logp_B2L = None
   if with_logprobs or reward_model.LOGLIK in head:
-    logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)  # next token of the branch
+    # next token of the branch
+    logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size, lora)
     next_logp_B2L = side_view(logp_BL.astype(jnp.float32), batch)
   if reward_model.LOGLIK in head:
     side_segments_B2L = (jnp.arange(r_B2L.shape[-1]) <= batch["last_index"][..., None]).astype(jnp.int32)
@@ -101,7 +102,7 @@ def reward_loss(params, frozen, batch, rng, *, model, cfg):
   head = params[reward_model.HEAD]
   # the LM head runs once for both the log-likelihood reward term and the NLL term
   r_B2, r_B2L, next_logp_B2L = pair_scores(model, weights, head, hidden_BLD, batch, cfg.loss.chunk_size,
-                                           with_logprobs=cfg.reward.lm_weight > 0)
+                                           with_logprobs=cfg.reward.lm_weight > 0, lora=lora)
   margin_B = r_B2[:, 0] - r_B2[:, 1]
   w_B = batch["weight"]
   loss = pair_mean(-jax.nn.log_sigmoid(margin_B - cfg.reward.margin), w_B)

@@ -9,6 +9,10 @@ the optimizer needs anyway) exist at once. Slicing the vocabulary rather than th
 token chunks must add every chunk's full [D, V] head gradient into an accumulator, an extra [D, V] temporary
 per step (what `cut cross-entropy`, Wijmans et al. 2024, also avoids). FLOPs equal the plain path's plus one
 recomputation of the logits.
+
+The head may also be a quantized [D, V] dict (QLoRA with lora.quantize_embeddings, quant.py): each slice is then
+dequantized as the loop reaches it (and again in the backward pass), the target columns are gathered from the
+codes, and the head gets no gradient (it is frozen).
 """
 from __future__ import annotations
 
@@ -16,21 +20,31 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from jaxllm import quant
 
-def _slice(w_DV: jax.Array, i: jax.Array, chunk: int) -> jax.Array:
-  return lax.dynamic_slice_in_dim(w_DV, i * chunk, chunk, axis=1)
+
+def _columns(w_DV, start, size: int, dtype) -> jax.Array:
+  """Head columns [start, start + size) as a [D, size] matrix (a quantized head's dequantized to `dtype`)."""
+  if quant.is_quantized(w_DV):
+    return quant.slice_columns(w_DV, start, size, dtype)
+  return lax.dynamic_slice_in_dim(w_DV, start, size, axis=1)
+
+
+def _vocab(w_DV) -> int:
+  return quant.shape_2d(w_DV)[1] if quant.is_quantized(w_DV) else w_DV.shape[1]
 
 
 def _logits(h_TD: jax.Array, w_DC: jax.Array) -> jax.Array:
   return jnp.dot(h_TD, w_DC, preferred_element_type=jnp.float32)
 
 
-def _layout(w_DV: jax.Array, chunk: int) -> tuple[int, int]:
+def _layout(w_DV, chunk: int) -> tuple[int, int]:
   """(full slices, start of the shorter last slice): a vocabulary that chunk does not divide (Qwen's 151936)
   ends in one slice of V % chunk columns, handled once after the loop with static shapes."""
-  full = w_DV.shape[1] // chunk
+  full = _vocab(w_DV) // chunk
   return full, full * chunk
 
 
@@ -44,20 +58,24 @@ def _forward(h_TD, w_DV, targets_T, chunk):
     return new_m_T, s_T * jnp.exp(m_T - new_m_T) + jnp.exp(logits_TC - new_m_T[:, None]).sum(axis=-1)
 
   full, rest = _layout(w_DV, chunk)
+  vocab, dtype = _vocab(w_DV), h_TD.dtype
   init = (jnp.full((t,), -jnp.inf, jnp.float32), jnp.zeros((t,), jnp.float32))
-  carry = lax.fori_loop(0, full, lambda i, c: update(c, _slice(w_DV, i, chunk)), init)
-  if rest < w_DV.shape[1]:
-    carry = update(carry, w_DV[:, rest:])
+  carry = lax.fori_loop(0, full, lambda i, c: update(c, _columns(w_DV, i * chunk, chunk, dtype)), init)
+  if rest < vocab:
+    carry = update(carry, _columns(w_DV, rest, vocab - rest, dtype))
   m_T, s_T = carry
   lse_T = m_T + jnp.log(s_T)
   # the target logit straight from the target's head column: a [D, T] gather, not a [T, V] one
-  target_T = jnp.einsum("td,dt->t", h_TD, jnp.take(w_DV, targets_T, axis=1), preferred_element_type=jnp.float32)
+  target_DT = (quant.take_columns(w_DV, targets_T, dtype) if quant.is_quantized(w_DV)
+               else jnp.take(w_DV, targets_T, axis=1))
+  target_T = jnp.einsum("td,dt->t", h_TD, target_DT, preferred_element_type=jnp.float32)
   return target_T - lse_T, lse_T
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def head_logprobs(h_TD: jax.Array, w_DV: jax.Array, targets_T: jax.Array, chunk: int):
-  """(log p(targets) [T], logsumexp of the logits [T]), f32, for logits = h_TD @ w_DV, chunk columns at a time."""
+  """(log p(targets) [T], logsumexp of the logits [T]), f32, for logits = h_TD @ w_DV, chunk columns at a time
+  (w_DV: a [D, V] matrix in h's dtype, or a quantized one)."""
   return _forward(h_TD, w_DV, targets_T, chunk)
 
 
@@ -72,25 +90,40 @@ def _bwd(chunk, residuals, cotangents):
   # d/dlogits of (logp, lse) = (onehot - p, p), so dlogits = p * (dlse - dlogp) + onehot * dlogp
   scale_T1 = (dlse_T - dlogp_T)[:, None]
 
-  def grads(w_DC, start):  # (this slice's share of dh, its columns of dw) for head columns [start, start + C)
+  frozen = quant.is_quantized(w_DV)  # a quantized head is frozen: no dw, only dh
+  vocab, dtype = _vocab(w_DV), h_TD.dtype
+
+  def grads(start, size, dw_DV):  # this slice's share of dh, and dw with this slice's columns written
+    w_DC = _columns(w_DV, start, size, dtype)
     p_TC = jnp.exp(_logits(h_TD, w_DC) - lse_T[:, None])
-    hit_TC = targets_T[:, None] - start == jnp.arange(w_DC.shape[1])[None, :]
-    g_TC = (p_TC * scale_T1 + jnp.where(hit_TC, dlogp_T[:, None], 0.0)).astype(h_TD.dtype)
-    return (jnp.dot(g_TC, w_DC.T, preferred_element_type=jnp.float32),
-            jnp.dot(h_TD.T, g_TC, preferred_element_type=jnp.float32).astype(w_DV.dtype))
+    hit_TC = targets_T[:, None] - start == jnp.arange(size)[None, :]
+    g_TC = (p_TC * scale_T1 + jnp.where(hit_TC, dlogp_T[:, None], 0.0)).astype(dtype)
+    if not frozen:
+      dw_DC = jnp.dot(h_TD.T, g_TC, preferred_element_type=jnp.float32).astype(w_DV.dtype)
+      dw_DV = lax.dynamic_update_slice_in_dim(dw_DV, dw_DC, start, axis=1)
+    return jnp.dot(g_TC, w_DC.T, preferred_element_type=jnp.float32), dw_DV
 
   def body(i, carry):
     dh_TD, dw_DV = carry
-    dh_part, dw_DC = grads(_slice(w_DV, i, chunk), i * chunk)
-    return dh_TD + dh_part, lax.dynamic_update_slice_in_dim(dw_DV, dw_DC, i * chunk, axis=1)
+    dh_part, dw_DV = grads(i * chunk, chunk, dw_DV)
+    return dh_TD + dh_part, dw_DV
 
   full, rest = _layout(w_DV, chunk)
-  init = (jnp.zeros(h_TD.shape, jnp.float32), jnp.zeros_like(w_DV))
+  init = (jnp.zeros(h_TD.shape, jnp.float32), None if frozen else jnp.zeros_like(w_DV))
   dh_TD, dw_DV = lax.fori_loop(0, full, body, init)
-  if rest < w_DV.shape[1]:
-    dh_part, dw_DC = grads(w_DV[:, rest:], rest)
-    dh_TD, dw_DV = dh_TD + dh_part, lax.dynamic_update_slice_in_dim(dw_DV, dw_DC, rest, axis=1)
+  if rest < vocab:
+    dh_part, dw_DV = grads(rest, vocab - rest, dw_DV)
+    dh_TD = dh_TD + dh_part
+  if frozen:
+    dw_DV = jax.tree.map(_zero_cotangent, w_DV)
   return dh_TD.astype(h_TD.dtype), dw_DV, None
+
+
+def _zero_cotangent(x: jax.Array) -> jax.Array:
+  """A zero cotangent for a frozen leaf (float0 for integer codes, as JAX requires); never read."""
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    return jnp.zeros_like(x)
+  return np.zeros(x.shape, jax.dtypes.float0)
 
 
 head_logprobs.defvjp(_fwd, _bwd)
