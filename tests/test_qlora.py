@@ -1,7 +1,9 @@
-"""Small-memory fine-tuning: NF4/int8 round trips, QLoRA forward = forward of the dequantized model, LoRA+ gives
+"""Small-memory fine-tuning: NF4/int8 round trips, QLoRA forward = forward of the dequantized model (with the
+embedding and output head quantized too, tied or not, and the whole frozen tree <= 0.30x bf16's), LoRA+ gives
 `b` its learning rate, DoRA's merged weight = its forward, GaLore at full rank = AdamW, and a QLoRA+DoRA+LoRA+
 train step through train.init_state. Every check also runs once under an 8-device (data 2, fsdp 2, tensor 2)
 mesh, in one subprocess (the fake device count is fixed at jax import)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxllm import galore, quant, sharding
 from jaxllm import lora as lora_lib
+from jaxllm.losses.common import hidden_logprobs
 from jaxllm.model import ModelConfig, Transformer
 from jaxllm.state import make_optimizer
 
@@ -27,9 +30,9 @@ _CFG = ModelConfig(vocab_size=96, d_model=64, n_layers=1, n_heads=4, n_kv_heads=
                    max_seq_len=32, attn_bias=True, lora_scale=2.0)
 
 
-def _qcfg(kind: str, block: int = 32, double_quant: bool = True):
+def _qcfg(kind: str, block: int = 32, double_quant: bool = True, tables: bool = False):
   return ml_collections.ConfigDict(dict(quantize=kind, quant_block=block, double_quant=double_quant,
-                                        targets="q,k,v,o,gate,up,down"))
+                                        targets="q,k,v,o,gate,up,down", quantize_embeddings=tables))
 
 
 def _put(tree, mesh, shardings=None):
@@ -39,9 +42,9 @@ def _put(tree, mesh, shardings=None):
   return jax.device_put(tree, shardings if shardings is not None else NamedSharding(mesh, P()))
 
 
-def _model_and_weights(mesh, seed: int = 0):
+def _model_and_weights(mesh, seed: int = 0, cfg: ModelConfig = _CFG):
   """A tiny random model (weights at their logical shardings on `mesh`) and random adapters with b != 0."""
-  model = Transformer(_CFG)
+  model = Transformer(cfg)
   boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))["params"]
   rng = np.random.default_rng(seed)
   base = jax.tree.map(lambda s: rng.normal(0.0, 0.1, s.shape).astype(np.float32), nn.meta.unbox(boxed))
@@ -51,8 +54,8 @@ def _model_and_weights(mesh, seed: int = 0):
   return model, _put(base, mesh, weight_sh), weight_sh, _put(adapters, mesh)
 
 
-def _quantized(base, weight_sh, kind, mesh):
-  lcfg = _qcfg(kind)
+def _quantized(base, weight_sh, kind, mesh, tables=False):
+  lcfg = _qcfg(kind, tables=tables)
   return lora_lib.quantize_weights(base, lcfg, lora_lib.tensor_quantizer(lcfg, weight_sh, mesh))
 
 
@@ -60,7 +63,11 @@ def _dequantized(quantized_weights, shapes):
   """Full-precision weights rebuilt from a quantized tree (the reference the QLoRA forward must equal)."""
   def rebuild(path, proj):
     return {**proj, "w": quant.dequantize(proj["w"], lora_lib._lookup(shapes, path)["w"].shape)}
-  return lora_lib._rebuild(quantized_weights, rebuild)
+  out = lora_lib._rebuild(quantized_weights, rebuild)
+  for name in lora_lib.TABLES:
+    if quant.is_quantized(out.get(name)):
+      out[name] = lora_lib.dequantize_table(out[name], name)
+  return out
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -108,6 +115,41 @@ def check_qlora_forward_equals_dequantized_model(mesh=None):
     merged = jax.jit(lambda b, a: lora_lib.merge(b, a, _CFG.lora_scale, _qcfg(kind)))(base, adapters)
     np.testing.assert_allclose(np.asarray(apply(merged, None, tokens)), want, atol=1e-5, rtol=0)
     assert np.abs(np.asarray(apply(base, adapters, tokens)) - want).max() > 1e-4  # quantization is visible
+
+
+def check_quantized_embedding_and_head(mesh=None):
+  """lora.quantize_embeddings: logits, chunked log-probs (the last vocabulary slice shorter) and their gradient
+  equal the dequantized model's; the whole frozen tree is <= 0.30x its bf16 bytes; merging dequantizes; a tied
+  head reads the one quantized embedding."""
+  tokens = _put(np.random.default_rng(9).integers(0, 96, (2, 16)).astype(np.int32), mesh)
+  targets = _put(np.random.default_rng(10).integers(0, 96, (2, 16)).astype(np.int32), mesh)
+  for tie in (False, True):
+    cfg = dataclasses.replace(_CFG, tie_embeddings=tie)
+    model, base, weight_sh, adapters = _model_and_weights(mesh, seed=11, cfg=cfg)
+    quantized_weights = _quantized(base, weight_sh, "nf4", mesh, tables=True)
+    rest, quantized = lora_lib.split_quantized(quantized_weights)
+    assert not set(rest) & {"embedding", "lm_head"}
+    assert set(quantized) == {"layers_0", "embedding"} | (set() if tie else {"lm_head"})
+    bf16_bytes = sum(x.size for x in jax.tree.leaves(base)) * 2
+    assert (quant.nbytes(rest) + quant.nbytes(quantized)) / bf16_bytes <= 0.30
+    reference = jax.jit(_dequantized)(quantized_weights, jax.eval_shape(lambda: base))
+    apply = jax.jit(lambda w, lr: model.apply({"params": w}, tokens, lora=lr))
+    want = np.asarray(apply(reference, adapters))
+    np.testing.assert_allclose(np.asarray(apply(rest, lora_lib.with_base(adapters, quantized))), want, atol=1e-5,
+                               rtol=0)
+    if tie:
+      continue
+
+    def logprobs_and_grad(weights, lora, chunk):
+      hidden = model.apply({"params": weights}, tokens, lora=lora, return_hidden=True)
+      logp = lambda h: hidden_logprobs(model, weights, h, targets, chunk, lora)[0]
+      return logp(hidden), jax.grad(lambda h: logp(h).sum())(hidden)
+
+    got = jax.jit(logprobs_and_grad, static_argnums=2)(rest, lora_lib.with_base(adapters, quantized), 40)
+    for g, w in zip(got, jax.jit(logprobs_and_grad, static_argnums=2)(reference, adapters, 0)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5, rtol=0)
+    merged = jax.jit(lambda b, a: lora_lib.merge(b, a, cfg.lora_scale, _qcfg("nf4", tables=True)))(base, adapters)
+    np.testing.assert_allclose(np.asarray(apply(merged, None)), want, atol=1e-5, rtol=0)
 
 
 def _projections(tree):
@@ -227,11 +269,12 @@ def test_a_train_step_with_the_small_memory_options(tmp_path, initial_pretrain_w
   c = env.config
   tx = make_optimizer(c.optim, 10, c.lora.plus_ratio)
   state, state_sh = train.init_state(env, train.Task(loss="sft", batches=None), tx)
-  if c.lora.rank:  # the targeted base is held only quantized: 4-bit codes + scales, no f32 `w` beside them
+  if c.lora.rank:  # the targeted base and the tables are held only quantized: codes + scales, no f32 copy beside
     assert set(state.frozen) == {"model", "quant"} and not lora_lib._walk(state.frozen["model"], lambda p, w: w)
+    assert not set(state.frozen["model"]) & {"embedding", "lm_head"} and "embedding" in state.frozen["quant"]
     assert all(set(proj) == {"a", "b", "m"} for proj in _projections(state.params["lora"]))
-    assert quant.nbytes(state.frozen["quant"]) < 0.2 * quant.nbytes(lora_lib._walk(
-        jax.device_get(runtime.load_pretrained(initial_pretrain_workdir).weights), lambda p, w: w))
+    f32_bytes = quant.nbytes(runtime.load_pretrained(initial_pretrain_workdir).weights)
+    assert quant.nbytes(state.frozen) < 0.15 * f32_bytes  # <= 0.30x of the bf16 base
   else:
     projected = [x for x in jax.tree.leaves(state.opt_state) if x.ndim == 2 and 8 in x.shape]
     assert projected  # GaLore's rank-8 moments / bases
@@ -250,7 +293,7 @@ def test_a_train_step_with_the_small_memory_options(tmp_path, initial_pretrain_w
 
 
 CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_model,
-          check_dora_merged_weight_equals_forward, check_lora_plus_gives_b_its_learning_rate,
+          check_quantized_embedding_and_head, check_dora_merged_weight_equals_forward, check_lora_plus_gives_b_its_learning_rate,
           check_galore_full_rank_is_adamw_and_low_rank_projects]
 
 
