@@ -2,24 +2,28 @@
 
   python benchmarks/memory.py [--out=benchmarks/results/memory.json]   # d_model 1024, 2 layers, vocab 8k, seq 256
   python benchmarks/memory.py --size=full    # the issue's d_model 1024, 12 layers, vocab 32k, seq 512 (see SIZES)
+  python benchmarks/memory.py --size=full --compile_only   # its byte accounting only: no step is run
   python benchmarks/memory.py --smoke        # tiny: every row and the qwix comparison run
   python benchmarks/memory.py --rows=qlora_nf4,galore --steps=3
 
 Each row runs in its own subprocess (peak memories never mix) and builds its state and jitted step exactly as
 train.fit does (`benchmarks/train_step.jax_step`: init_state with its shardings, donation), then reports:
   params / frozen / opt_state   bytes of each part of the TrainState (QLoRA's frozen: codes + scales + the
-                                untargeted weights, i.e. embedding, output head and norms, in model.param_dtype)
+                                untargeted weights, i.e. the norms and, with lora.quantize_embeddings=False, the
+                                embedding and output head, in model.param_dtype)
   quantized_base                bytes of the targeted projections' base alone (as stored: codes + scales, or the
-                                plain weights for the LoRA rows), the quantity QLoRA shrinks
+                                plain weights for the LoRA rows)
+  tables                        bytes of the embedding and output head (quantized or plain)
   xla_*                         compiled.memory_analysis() of the train step: argument, output, alias (donated),
                                 temp (activations, gradients, dequantized matrices) bytes
   peak_rss_mb                   host VmHWM over the whole row (init + compile + steps), and peak_rss_steps_mb over
                                 the timed steps alone (reset via /proc/self/clear_refs after the warm-up step)
   step_s                        median of --steps timed steps after one warm-up, run through the compiled step
                                 (GaLore: the warm-up step is a refresh step with its SVDs, reported as
-                                refresh_step_s)
-Rows: LoRA rank 16 on q,k,v,o,gate,up,down; QLoRA with the untargeted weights in bf16 (as QLoRA keeps them),
-block 64 and double-quantized scales; GaLore rank 128, full parameters. Batch 1 row, f32 compute.
+                                refresh_step_s); with --compile_only no step runs (peak RSS: init + compile)
+Rows: LoRA rank 16 on q,k,v,o,gate,up,down; QLoRA with block 64 and double-quantized scales, the embedding and
+output head quantized as well (lora.quantize_embeddings), and once with them in bf16 as bitsandbytes' QLoRA keeps
+them (qlora_nf4_16bit_tables); GaLore rank 128, full parameters. Batch 1 row, f32 compute.
 A last row, `qwix_vs_jaxllm`, holds the same projections' NF4 storage and a forward + input-gradient product
 through qwix (qwix.quantize(..., 'nf4') + qwix.dot_general) against jaxllm's (quant.py + the model's
 checkpointed dequantize-and-multiply): the evaluation docs/memory.md reports.
@@ -54,6 +58,8 @@ ROWS = {  # row -> config overrides
     "lora_bf16": {"lora.rank": 16, "model.param_dtype": "bfloat16"},
     "qlora_int8": {"lora.rank": 16, "model.param_dtype": "bfloat16", "lora.quantize": "int8"},
     "qlora_nf4": {"lora.rank": 16, "model.param_dtype": "bfloat16", "lora.quantize": "nf4"},
+    "qlora_nf4_16bit_tables": {"lora.rank": 16, "model.param_dtype": "bfloat16", "lora.quantize": "nf4",
+                               "lora.quantize_embeddings": False},
     "galore": {"optim.name": "galore", "optim.galore_rank": 128},
 }
 SMOKE_GALORE_RANK = 16
@@ -73,6 +79,7 @@ def _env(s: dict, overrides: dict):
                  n_kv_heads=s["n_kv_heads"], head_dim=s["d_model"] // s["n_heads"], mlp_dim=s["mlp"],
                  max_seq_len=s["seq"])
   c.data.update(batch_size=s["batch"], seq_len=s["seq"])
+  c.sampling.max_new_tokens = s["seq"] // 2  # unused here, but config.validate wants it below max_seq_len
   c.mesh.data = -1
   c.steps = 1000
   c.lora.alpha = 32.0
@@ -93,14 +100,21 @@ def _targeted_base_bytes(state) -> int:
   """Bytes of the targeted projections' frozen base: the quantized tree, or the plain `w`s of q..down."""
   from jaxllm import lora as lora_lib
   if "quant" in state.frozen:
-    return _nbytes(state.frozen["quant"])
+    return _nbytes({k: v for k, v in state.frozen["quant"].items() if k not in lora_lib.TABLES})
   if "model" not in state.frozen:
     return 0
   found = lora_lib._walk(state.frozen["model"], lambda path, proj: {"w": proj["w"]})
   return _nbytes(found)
 
 
-def worker(row: str, s: dict, steps: int) -> dict:
+def _tables_bytes(state) -> int:
+  """Bytes of the embedding and output head, wherever the state holds them (quantized or not)."""
+  from jaxllm import lora as lora_lib
+  trees = [state.frozen.get("quant", {}), state.frozen.get("model", {}), state.params.get("model", {})]
+  return sum(_nbytes(tree[name]) for tree in trees for name in lora_lib.TABLES if name in tree)
+
+
+def worker(row: str, s: dict, steps: int, compile_only: bool = False) -> dict:
   import jax
   from train_step import jax_step, lm_batches, peak_rss_mb, reset_peak_rss
   from jaxllm import sharding
@@ -111,7 +125,8 @@ def worker(row: str, s: dict, steps: int) -> dict:
   env = _env(s, overrides)
   state, step_fn = jax_step(env, "pretrain")
   out = {"params_bytes": _nbytes(state.params), "frozen_bytes": _nbytes(state.frozen),
-         "opt_state_bytes": _nbytes(state.opt_state), "quantized_base_bytes": _targeted_base_bytes(state)}
+         "opt_state_bytes": _nbytes(state.opt_state), "quantized_base_bytes": _targeted_base_bytes(state),
+         "tables_bytes": _tables_bytes(state)}
   batches = [sharding.put_batch(b, env.mesh) for b in lm_batches(s, s["vocab"], steps + 1)]
   with env.mesh_context():
     t = time.perf_counter()
@@ -120,6 +135,9 @@ def worker(row: str, s: dict, steps: int) -> dict:
     mem = compiled.memory_analysis()
     out.update(xla_argument_bytes=mem.argument_size_in_bytes, xla_output_bytes=mem.output_size_in_bytes,
                xla_alias_bytes=mem.alias_size_in_bytes, xla_temp_bytes=mem.temp_size_in_bytes)
+    if compile_only:
+      out["peak_rss_mb"] = peak_rss_mb()  # init + compile
+      return out
     t = time.perf_counter()
     state, metrics = compiled(state, batches[0])
     jax.block_until_ready(metrics)
@@ -187,6 +205,8 @@ def run_row(row: str, args) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), f"--worker={row}", f"--steps={args.steps}", f"--size={args.size}"]
   if args.smoke:
     cmd.append("--smoke")
+  if args.compile_only:
+    cmd.append("--compile_only")
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
   if proc.returncode != 0 or not lines:
@@ -199,6 +219,7 @@ def main() -> None:
   p.add_argument("--rows", default=",".join(list(ROWS) + ["qwix_vs_jaxllm"]))
   p.add_argument("--steps", type=int, default=2, help="timed steps per row after one warm-up step")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--compile_only", action="store_true", help="state bytes and XLA's accounting only, no steps")
   p.add_argument("--size", default="default", choices=sorted(SIZES))
   p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "memory.json"))
   p.add_argument("--worker", default="")
@@ -210,7 +231,7 @@ def main() -> None:
       res = qwix_worker(size, max(args.steps, 1))
       res["peak_rss_mb"] = peak_rss_mb()
     else:
-      res = worker(args.worker, size, args.steps)
+      res = worker(args.worker, size, args.steps, args.compile_only)
     print(MARK + json.dumps(res), flush=True)
     return
   results = {}
@@ -222,13 +243,13 @@ def main() -> None:
   adamw = results.get("full_adamw", {}).get("opt_state_bytes")
   ratios = {}
   if bf16:
-    for row in ("qlora_int8", "qlora_nf4"):
+    for row in ("qlora_int8", "qlora_nf4", "qlora_nf4_16bit_tables"):
       if row in results:
         ratios[f"{row}_base_vs_bf16"] = results[row]["quantized_base_bytes"] / bf16
         ratios[f"{row}_frozen_vs_bf16"] = results[row]["frozen_bytes"] / results["lora_bf16"]["frozen_bytes"]
   if adamw and "galore" in results:
     ratios["galore_opt_state_vs_adamw"] = results["galore"]["opt_state_bytes"] / adamw
-  report = {"size": size, "steps": args.steps, "rows": results, "ratios": ratios,
+  report = {"size": size, "steps": 0 if args.compile_only else args.steps, "rows": results, "ratios": ratios,
             "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPUs (shared)"}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
