@@ -39,7 +39,7 @@ def policy_and_values(model, params, frozen, batch: dict, rng, chunk_size: int =
   weights, lora = policy_weights(params, frozen)
   rows = (batch["tokens"], batch.get("positions"), batch.get("segment_ids"))
   hidden_BLD = reward_model.hidden_states(model, weights, lora, *rows, rng, batch.get("prefix_ids"))
-  logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size)
+  logp_BL, _ = hidden_logprobs(model, weights, hidden_BLD, batch["targets"], chunk_size, lora)
   if CRITIC in params:
     hidden_BLD = reward_model.hidden_states(model, params[CRITIC], None, *rows, rng, batch.get("prefix_ids"))
   values_BL = value_scale * reward_model.head_scores(params[VALUE_HEAD], hidden_BLD)
