@@ -38,4 +38,4 @@ def shared_prompt_logprobs(model, weights, lora, batch: dict, rng, chunk_size: i
   hidden_RCD, _ = model.apply(variables, batch["tokens"], batch["positions"], batch["segment_ids"], cache=cache,
                               lora=lora, return_hidden=True,
                               rngs={"dropout": rng_completion} if rng is not None else {})
-  return hidden_logprobs(model, weights, hidden_RCD, batch["targets"], chunk_size)[0]
+  return hidden_logprobs(model, weights, hidden_RCD, batch["targets"], chunk_size, lora)[0]
