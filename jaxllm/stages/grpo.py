@@ -33,6 +33,7 @@ import ml_collections
 from jaxllm import evals, rewards, rl, runtime, sharding, train
 from jaxllm.config import ConfigError
 from jaxllm.data.prompts import load_prompts
+from jaxllm.stages import held_out
 from jaxllm.state import TrainState, policy_weights
 
 
@@ -59,14 +60,11 @@ def run(config: ml_collections.ConfigDict) -> dict:
   source_batches = rl.RolloutSource(env, prompts, rewards.build(r), shared_prompt=True)
   eval_prompts = [e["messages"] for e in eval_records]
   eval_refs = [e["answer"] for e in eval_records]
+  evaluate_policy = held_out.answer_evaluator(env, eval_records, r.eval_batch_size)
 
   def evaluate(state: TrainState) -> dict:
-    if not eval_prompts:
-      return {}
     t0 = time.perf_counter()
-    weights, lora = policy_weights(state.params, state.frozen)
-    out = evals.generation_metrics(env, weights, lora, eval_prompts, eval_refs, "answer",
-                                   max_new_tokens=c.sampling.max_new_tokens, batch_size=r.eval_batch_size)
+    out = evaluate_policy(state)
     source_batches.eval_sec += time.perf_counter() - t0
     return out
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxllm import evals, ppo, rewards, rl, runtime, sharding, train
+from jaxllm import ppo, rewards, rl, runtime, sharding, train
 from jaxllm.config import ConfigError
 from jaxllm.data.prompts import load_prompts
-from jaxllm.state import TrainState, policy_weights
+from jaxllm.stages import held_out
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
@@ -43,19 +43,11 @@ def run(config: ml_collections.ConfigDict) -> dict:
           f"{r.group_size} samples per rollout, {r.ppo_epochs * r.minibatches} optimizer steps each; critic "
           f"{c.ppo.critic}")
   source_batches = ppo.PPOSource(env, prompts, rewards.build(r))
-  eval_prompts = [e["messages"] for e in eval_records]
-  eval_refs = [e["answer"] for e in eval_records]
-
-  def evaluate(state: TrainState) -> dict:
-    if not eval_prompts:
-      return {}
-    weights, lora = policy_weights(state.params, state.frozen)
-    return evals.generation_metrics(env, weights, lora, eval_prompts, eval_refs, "answer",
-                                    max_new_tokens=c.sampling.max_new_tokens, batch_size=r.eval_batch_size)
+  evaluate = held_out.answer_evaluator(env, eval_records, r.eval_batch_size)
 
   task = train.Task(loss=c.stage, batches=source_batches, evaluate=evaluate, host_metrics=source_batches.host_metrics,
                     data_skipped_rows=skipped)
   summary = train.fit(env, task)
-  summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts),
+  summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_records),
                   "rollouts": source_batches.rollouts, "sampled_tokens": source_batches.sampled_tokens})
   return summary

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxllm import evals, rewards, rft, rl, runtime, train
+from jaxllm import rewards, rft, rl, runtime, train
 from jaxllm.data.prompts import load_prompts
-from jaxllm.state import TrainState, policy_weights
+from jaxllm.stages import held_out
 
 
 def run(config: ml_collections.ConfigDict) -> dict:
@@ -37,19 +37,11 @@ def run(config: ml_collections.ConfigDict) -> dict:
           f"{f.problems_per_round} problems x {f.samples} samples, keep {f.keep} (at most "
           f"{f.max_keep_per_problem or 'all'} a problem), {f.steps_per_round} steps of {c.data.batch_size} rows")
   source_rows = rft.RoundSource(env, prompts, rewards.build(r))
-  eval_prompts = [e["messages"] for e in eval_records]
-  eval_refs = [e["answer"] for e in eval_records]
-
-  def evaluate(state: TrainState) -> dict:
-    if not eval_prompts:
-      return {}
-    weights, lora = policy_weights(state.params, state.frozen)
-    return evals.generation_metrics(env, weights, lora, eval_prompts, eval_refs, "answer",
-                                    max_new_tokens=c.sampling.max_new_tokens, batch_size=r.eval_batch_size)
+  evaluate = held_out.answer_evaluator(env, eval_records, r.eval_batch_size)
 
   task = train.Task(loss=c.stage, batches=source_rows, evaluate=evaluate, host_metrics=source_rows.host_metrics,
                     data_skipped_rows=skipped)
   summary = train.fit(env, task)
-  summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_prompts), "rounds": source_rows.round,
+  summary.update({"train_prompts": len(prompts), "eval_prompts": len(eval_records), "rounds": source_rows.round,
                   "sampled_tokens": source_rows.sampled_tokens})
   return summary
