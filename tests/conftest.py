@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run in-process on one CPU device; multi-device checks start subprocesses with
 XLA_FLAGS=--xla_force_host_platform_device_count=N (it must be set before jax is imported)."""
 import os
+import socket
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -48,17 +49,29 @@ def tokenizer_dir(tmp_path_factory) -> str:
 def initial_pretrain_workdir(tmp_path_factory, tokenizer_dir) -> str:
   """A tiny pretrain workdir holding its initial state as a checkpoint (as good a base as a trained one for
   tests that only need a loadable model, and no train step to compile)."""
+  return save_initial_state("pretrain", tmp_path_factory.mktemp("initial_pretrain"), tokenizer_dir)
+
+
+def save_initial_state(stage: str, workdir, tokenizer_dir: str, **overrides) -> str:
+  """`workdir` holding a tiny `stage` run's initial train state as its one checkpoint (a loadable model without
+  compiling a train step)."""
   from jaxllm import runtime, train
   from jaxllm.checkpoint import Checkpointer
   from jaxllm.state import make_optimizer
 
-  workdir = tmp_path_factory.mktemp("initial_pretrain")
-  env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir))
-  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), make_optimizer(env.config.optim, 1))
+  env = runtime.prepare(tiny_config(stage, workdir, tokenizer_dir, **overrides))
+  state, _ = train.init_state(env, train.Task(loss=stage, batches=None), make_optimizer(env.config.optim, 1))
   ckpt = Checkpointer(env.config.workdir, keep=1)
   ckpt.save(state, {})
   ckpt.close()
   return str(workdir)
+
+
+def free_port() -> int:
+  """A TCP port free on localhost now (the jax.distributed coordinator's)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def tiny_config(module: str, workdir, tokenizer_dir: str, **overrides):

@@ -4,7 +4,6 @@ equal those of 1 process x 8 devices on the same meshes; checkpoints written by 
 by 1 process. Two launches in all (tests/finetune_worker.py runs every case of one launch)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, free_port, save_initial_state
 from finetune_worker import weights_checksums
 from jaxllm import hf
 from jaxllm.checkpoint import load_pretrained
@@ -26,27 +25,11 @@ WORKER = str(REPO / "tests" / "finetune_worker.py")
 def pretrain_workdir(tmp_path_factory, tokenizer_dir) -> str:
   """An initial pretrain state saved by 1 process x 1 device, with a seed unlike the fine-tuning runs' (so a
   run that re-initialised instead of loading would show), kv heads that split over tensor=4."""
-  from jaxllm import runtime, train
-  from jaxllm.checkpoint import Checkpointer
-  from jaxllm.state import make_optimizer
-
-  workdir = tmp_path_factory.mktemp("pretrain_1x1")
-  env = runtime.prepare(tiny_config("pretrain", workdir, tokenizer_dir, seed=7, **{"model.n_kv_heads": 4}))
-  state, _ = train.init_state(env, train.Task(loss="pretrain", batches=None), make_optimizer(env.config.optim, 1))
-  ckpt = Checkpointer(env.config.workdir, keep=1)
-  ckpt.save(state, {})
-  ckpt.close()
-  return str(workdir)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  return save_initial_state("pretrain", tmp_path_factory.mktemp("pretrain_1x1"), tokenizer_dir, seed=7, **{"model.n_kv_heads": 4})
 
 
 def _launch(processes: int, devices: int, *args: str) -> None:
-  port = _free_port()
+  port = free_port()
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
   dist = lambda i: {"JAXLLM_DIST": f"127.0.0.1:{port},{processes},{i}"} if processes > 1 else {}
   procs = [subprocess.Popen([sys.executable, WORKER, *args], cwd=REPO, env={**env, **dist(i)},

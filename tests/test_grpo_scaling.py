@@ -5,14 +5,13 @@ from an init_from workdir with the README's --config.dist.* keys (tests/grpo_wor
 reward and a dump of each process's rollout rows)."""
 import glob
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, free_port, save_initial_state
 from jaxllm.metrics import read_metrics
 
 WORKER = str(REPO / "tests" / "grpo_worker.py")
@@ -23,23 +22,7 @@ STEPS = 2
 def reward_workdir(tmp_path_factory, tokenizer_dir) -> str:
   """A reward-stage workdir holding its initial state (trunk and score head) as a checkpoint: a reward model
   whose scores vary from reply to reply, which is all the rewards need here."""
-  from jaxllm import runtime, train
-  from jaxllm.checkpoint import Checkpointer
-  from jaxllm.state import make_optimizer
-
-  workdir = tmp_path_factory.mktemp("reward_model")
-  env = runtime.prepare(tiny_config("reward", workdir, tokenizer_dir))
-  state, _ = train.init_state(env, train.Task(loss="reward", batches=None), make_optimizer(env.config.optim, 1))
-  ckpt = Checkpointer(env.config.workdir, keep=1)
-  ckpt.save(state, {})
-  ckpt.close()
-  return str(workdir)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  return save_initial_state("reward", tmp_path_factory.mktemp("reward_model"), tokenizer_dir)
 
 
 def _cmd(dump, workdir, tokenizer_dir, init_from, reward_model, *dist):
@@ -68,7 +51,7 @@ def _rollouts(dump) -> list[dict[str, np.ndarray]]:
 @pytest.mark.slow
 def test_two_processes_sample_and_train_like_one(tmp_path, tokenizer_dir, initial_pretrain_workdir, reward_workdir):
   common = (tokenizer_dir, initial_pretrain_workdir, reward_workdir)
-  port = _free_port()
+  port = free_port()
   dist = lambda i: (f"--config.dist.coordinator=127.0.0.1:{port}", "--config.dist.num_processes=2",
                     f"--config.dist.process_id={i}")
   procs = [subprocess.Popen(_cmd(tmp_path / "dump_multi", tmp_path / "multi", *common, *dist(i)), cwd=REPO,

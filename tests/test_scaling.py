@@ -2,7 +2,6 @@
 1 process x 8 devices. Multi-device runs are subprocesses (the fake device count is fixed at jax import)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, free_port, tiny_config
 from jaxllm import runtime, train
 from jaxllm.data.pipelines import lm_batch
 from jaxllm.metrics import read_metrics
@@ -70,12 +69,6 @@ def test_fsdp_splits_params_and_optimizer_state(tmp_path, tokenizer_dir):
   assert sizes["on_first"] <= sizes["total"] / 8 * 1.05, sizes
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _pretrain_cmd(workdir, tokenizer_dir, *extra):
   return [sys.executable, "run.py", "--config=configs/pretrain.py:tiny", f"--config.workdir={workdir}",
           f"--config.tokenizer.path={tokenizer_dir}", "--config.steps=5", "--config.log.every=1",
@@ -88,7 +81,7 @@ def test_two_processes_match_one_process(tmp_path, tokenizer_dir):
   single = subprocess.run(_pretrain_cmd(tmp_path / "single", tokenizer_dir), cwd=REPO, env=_env(8),
                           capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stderr[-3000:]
-  port = _free_port()
+  port = free_port()
   procs = [subprocess.Popen(_pretrain_cmd(tmp_path / "multi", tokenizer_dir,
                                           f"--config.dist.coordinator=127.0.0.1:{port}",
                                           "--config.dist.num_processes=2", f"--config.dist.process_id={i}"),
