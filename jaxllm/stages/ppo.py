@@ -28,8 +28,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c, r = env.config, env.config.rl
   if env.process_count > 1:
-    raise NotImplementedError("ppo: rollouts run the sampler on one process's prompts; multi-process runs are not "
-                              "supported yet")
+    raise ConfigError(f"config.dist.num_processes: ppo runs on one process for now (its rollouts sample on one "
+                      f"process's prompts); got {env.process_count} processes (GRPO runs on several)")
   groups = r.prompts_per_step // r.minibatches
   if groups % sharding.data_parallel_size(env.mesh):
     raise ConfigError(f"config.rl.prompts_per_step / rl.minibatches = {groups} groups a step (one row each) do not "

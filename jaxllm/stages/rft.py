@@ -18,6 +18,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxllm import rewards, rft, rl, runtime, train
+from jaxllm.config import ConfigError
 from jaxllm.data.prompts import load_prompts
 from jaxllm.stages import held_out
 
@@ -26,8 +27,8 @@ def run(config: ml_collections.ConfigDict) -> dict:
   env = runtime.prepare(config)
   c, r, f = env.config, env.config.rl, env.config.rft
   if env.process_count > 1:
-    raise NotImplementedError("rft: rounds run the sampler on one process's prompts; multi-process runs are not "
-                              "supported yet")
+    raise ConfigError(f"config.dist.num_processes: rft runs on one process for now (its rounds sample on one "
+                      f"process's prompts); got {env.process_count} processes (GRPO runs on several)")
   if not c.init_from:
     env.log("rft: no init_from, so the policy starts from a random init (few answers will be kept)")
   train_records, eval_records, source, skipped = load_prompts(c)
