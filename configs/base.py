@@ -125,6 +125,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampling.temperature = 0.0  # 0 = greedy (evaluation metrics decode greedily whatever this says)
   c.sampling.top_k = 0  # sample among the k most likely tokens; 0 = off
   c.sampling.top_p = 1.0  # nucleus sampling mass; 1 = off
+  c.sampling.lookahead = 0  # greedy only: n-gram drafted tokens checked per step (jaxllm/speculative.py); 0 = off
   c.sampling.system = ""  # system turn opening each generated conversation ('' = none, or the stage's default)
 
   # Tools the model may call while generating (chat, evaluation, GRPO rollouts; jaxllm/tools/)

@@ -195,17 +195,17 @@ def apply_rope(x_BLHk: Array, positions_BL: Array, inv_freq: Array) -> Array:
 
 def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: Array,
                    q_prefix_BL: Array | None = None) -> Array:
-  """[B, L, S] bool: a query sees keys at earlier-or-equal slots of its own segment, and with `q_prefix_BL`
+  """[B, L, S] bool: a query sees keys at earlier-or-equal slots (q_slot_L: [L], or [B, L] per row) of its own segment, and with `q_prefix_BL`
   also those of the segment named there (a prompt shared by several answers packed after it in one row).
 
   Segment 0 marks padding; a padding query sees only padding (so no row is empty and nothing is NaN), and
   its output is never read.
   """
-  causal_LS = k_slot_S[None, :] <= q_slot_L[:, None]
+  causal_LS = k_slot_S <= q_slot_L[..., None]  # [L, S], or [B, L, S] for per-row query slots [B, L]
   seen_BLS = q_seg_BL[:, :, None] == k_seg_BS[:, None, :]
   if q_prefix_BL is not None:
     seen_BLS = seen_BLS | (q_prefix_BL[:, :, None] == k_seg_BS[:, None, :])
-  return causal_LS[None] & seen_BLS
+  return (causal_LS if causal_LS.ndim == 3 else causal_LS[None]) & seen_BLS
 
 
 def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array, scale: float | None = None,
@@ -336,8 +336,8 @@ class Attention(nn.Module):
     if cache is None:
       k_BKkS, v_BKSk, new_cache = k_BKkL, v_BKLk, None
     else:  # write this chunk's keys/values at cache_index, attend over the whole fixed-size buffer
-      k_BKkS = jax.lax.dynamic_update_slice(cache["k"], k_BKkL.astype(cache["k"].dtype), (0, 0, 0, cache_index))
-      v_BKSk = jax.lax.dynamic_update_slice(cache["v"], v_BKLk.astype(cache["v"].dtype), (0, 0, cache_index, 0))
+      k_BKkS = write_slots(cache["k"], k_BKkL.astype(cache["k"].dtype), cache_index, axis=3)
+      v_BKSk = write_slots(cache["v"], v_BKLk.astype(cache["v"].dtype), cache_index, axis=2)
       new_cache = {"k": k_BKkS, "v": v_BKSk}
 
     scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar > 0 else None
@@ -436,13 +436,13 @@ class Transformer(nn.Module):
     else:
       if prefix_ids_BL is not None:
         raise ValueError("prefix_ids_BL: shared-prefix rows are a training layout; the KV cache does not take them")
-      index = cache["index"]
-      seg_BS = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), (0, index))
+      index = cache["index"]  # one write slot for every row, or [B] (a slot per row: speculative.py)
+      seg_BS = write_slots(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), index, axis=1)
       s = seg_BS.shape[1]
-      q_slot_L, k_slot_S = index + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32)
+      q_slot_L, k_slot_S = index[..., None] + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32)
       mask_BLS = attention_mask(q_slot_L, k_slot_S, segment_ids_BL, seg_BS)
       # by slot: a row's tokens sit in consecutive slots (sampling.py), so slot gaps are position gaps
-      local_BLS = mask_BLS & (q_slot_L[:, None] - k_slot_S[None, :] < window)[None] if window else None
+      local_BLS = mask_BLS & (q_slot_L[..., None] - k_slot_S < window) if window else None
 
     x_BLD = self.embed(tokens_BL, lora)
     if self.cfg.embed_scale:  # Gemma: sqrt(D) rounded to the compute dtype first, as transformers does
@@ -493,6 +493,14 @@ def quantized_head(cfg: ModelConfig, lora: LoraTree) -> dict | None:
   """The output head's quantized [D, V] dict from the lora tree (the embedding's when tied), or None."""
   node = (lora or {}).get("embedding" if cfg.tie_embeddings else "lm_head") or {}
   return node.get("quant")
+
+
+def write_slots(buffer: Array, chunk: Array, index: Array, axis: int) -> Array:
+  """`chunk` written into `buffer` (both batch-major) at slot `index` along `axis`: one slot for all rows (a
+  scalar: one dynamic_update_slice) or one per row ([B]: a vmapped one, i.e. a scatter)."""
+  def write(buf, new, i):
+    return jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis - (buf.ndim != buffer.ndim))
+  return write(buffer, chunk, index) if jnp.ndim(index) == 0 else jax.vmap(write)(buffer, chunk, index)
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict:

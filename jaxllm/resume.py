@@ -21,7 +21,7 @@ from jaxllm.errors import UserError
 # how long to train, how often to log / evaluate / save, where output goes, how the job is laid out on devices.
 # `steps` also sets the schedule length when optim.decay_steps=0; the resume says so when it changes it.
 MAY_CHANGE = ("steps", "workdir", "log.", "eval.every", "eval.batches", "checkpoint.every", "checkpoint.keep",
-              "train.max_skipped_steps", "sample.", "dist.", "mesh.")
+              "train.max_skipped_steps", "sample.", "sampling.lookahead", "dist.", "mesh.")
 
 
 class ResumeRefused(UserError, ValueError):

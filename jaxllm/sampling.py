@@ -34,10 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxllm import speculative
 from jaxllm.model import Transformer, init_cache
 
 Array = jax.Array
-# on_token(t, tokens_B, active_B): called on the host after token t of every row is drawn (streaming only).
+# on_token(t, tokens_B, active_B): called on the host after token t of every row is drawn (streaming only);
+# with lookahead, once per column a step emits, t then per row ([B]: rows stand at different tokens).
 TokenCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 WINDOW = 64  # decode steps per cache window (see generate_arrays)
 
@@ -53,6 +55,9 @@ class SamplingParams:
   # ids >= vocab_limit are never drawn: a model's vocabulary padded past its tokenizer's (the padding ids'
   # logits are trained down, not to -inf, so sampling at temperature 1 can reach them); 0 = no limit
   vocab_limit: int = 0
+  # greedy only: drafted tokens checked per model call (speculative.py); 0 = one token a call. The same tokens
+  # either way; pays where outputs repeat or copy their prompt, costs a wider step where they do not.
+  lookahead: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))  # lists -> hashable
@@ -66,11 +71,16 @@ class SamplingParams:
       raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
     if int(self.vocab_limit) != self.vocab_limit or self.vocab_limit < 0:
       raise ValueError(f"vocab_limit must be an int >= 0, got {self.vocab_limit!r}")
+    if int(self.lookahead) != self.lookahead or self.lookahead < 0:
+      raise ValueError(f"lookahead must be an int >= 0, got {self.lookahead!r}")
+    if self.lookahead and self.temperature != 0:
+      raise ValueError(f"lookahead={self.lookahead} speeds up greedy decoding only (temperature 0), got "
+                       f"temperature={self.temperature}")
 
 
 def params_from(section, stop_ids: tuple[int, ...] = (), vocab_limit: int = 0, **changes) -> SamplingParams:
   """SamplingParams from a config's `sampling` section (its `system` is the caller's), with `changes` on top."""
-  fields = {k: section[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+  fields = {k: section[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p", "lookahead")}
   return SamplingParams(**{**fields, **changes}, stop_ids=stop_ids, vocab_limit=vocab_limit)
 
 
@@ -201,14 +211,21 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
   # The cache grows in windows of WINDOW slots (one while_loop each, stopped early once every row is done):
   # a decode step attends over the current window only, not the whole future buffer.
   ends = list(range(WINDOW, n, WINDOW)) + [n]
-  logits_BV, cache = prefill(model, weights, prompt_tokens_BP, prompt_lengths_B, p + ends[0], lora)
+  k = params.lookahead  # a speculative step writes k slots past the one-token loop's last
+  logits_BV, cache = prefill(model, weights, prompt_tokens_BP, prompt_lengths_B, p + ends[0] + k, lora)
   lengths_B = prompt_lengths_B.astype(jnp.int32)
-  if samples_per_prompt > 1:
-    copies = lambda x: jnp.repeat(x, samples_per_prompt, axis=0)
-    logits_BV, lengths_B = copies(logits_BV), copies(lengths_B)
-    cache = {**cache, "layers": jax.tree.map(copies, cache["layers"]), "segment_ids": copies(cache["segment_ids"])}
+  copies = lambda x: jnp.repeat(x, samples_per_prompt, axis=0) if samples_per_prompt > 1 else x
+  logits_BV, lengths_B = copies(logits_BV), copies(lengths_B)
+  cache = {**cache, "layers": jax.tree.map(copies, cache["layers"]), "segment_ids": copies(cache["segment_ids"])}
   b = lengths_B.shape[0]
   keys_B = _row_keys(rng, b)
+  if k:
+    tokens_BP, _, segments_BP = _left_align(prompt_tokens_BP.astype(jnp.int32), prompt_lengths_B.astype(jnp.int32))
+    tokens_BN, logprobs_BN, lengths_B, stopped_B, _ = speculative.decode(
+        model, weights, cache, logits_BV, copies(jnp.where(segments_BP > 0, tokens_BP, -1)), lengths_B, n, k,
+        params.stop_ids, pad_id, lambda logits: _draw(logits, keys_B, 0, params), [p + end + k for end in ends],
+        _grow, lora, on_token)
+    return tokens_BN, logprobs_BN, lengths_B, stopped_B
 
   def emit(s: _Decode) -> _Decode:
     """Draw token t of every row from s.logits_BV and record it for the rows still running."""
