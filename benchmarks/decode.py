@@ -10,6 +10,9 @@ the end), at each batch size in `--batches`, on the same random weights in all t
   naive         no cache: a jitted full forward over the whole sequence for every new token (padded to a
                 multiple of 64 so it compiles once per bucket; the vocab head only at the last position)
   transformers  LlamaForCausalLM.generate (torch, CPU, its own KV cache) with the weights copied across
+  lookahead     the engine with n-gram speculation (`--lookahead` drafted tokens a step, jaxllm/speculative.py):
+                the same tokens (checked); its speed depends on how often the text repeats itself, and this
+                random-weight model's greedy text falls into loops, which flatters it at batch 1
 Times include prefill, exclude compilation (one warm-up call each), and take the best of `--repeats`. A real
 naive run takes minutes per run at batch 1 and most of an hour at batch 32 on 2 cores, so its time is the sum
 over the decode steps of the measured time of one forward at that step's bucket (an estimate that leaves out
@@ -53,8 +56,9 @@ def _best(fn, repeats: int) -> tuple[float, object]:
   return best, out
 
 
-def bench_engine(model, weights, prompts: np.ndarray, new: int, repeats: int) -> tuple[float, np.ndarray]:
-  params = SamplingParams(max_new_tokens=new)
+def bench_engine(model, weights, prompts: np.ndarray, new: int, repeats: int,
+                 lookahead: int = 0) -> tuple[float, np.ndarray]:
+  params = SamplingParams(max_new_tokens=new, lookahead=lookahead)
   rows = prompts.tolist()
   seconds, out = _best(lambda: generate(model, weights, rows, params, jax.random.PRNGKey(0)), repeats)
   return seconds, out.tokens
@@ -161,6 +165,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--torch_threads", type=int, default=0, help="0 = torch's default (one per core)")
   parser.add_argument("--skip_naive", action="store_true", help="engine vs transformers only (naive is slow)")
+  parser.add_argument("--lookahead", type=int, default=4,
+                      help="also time the engine with n-gram speculation of this many tokens a step; 0 = skip")
   parser.add_argument("--out", default="", help="write the results as JSON here")
   args = parser.parse_args(argv)
   cfg = SMOKE if args.smoke else FULL
@@ -192,21 +198,28 @@ def main(argv=None) -> dict:
     row = {"batch": b, "engine_tok_s": b * new / engine_s, "naive_tok_s": None if naive_s is None else b * new / naive_s,
            "transformers_tok_s": b * new / hf_s, "engine_s": engine_s, "naive_s": naive_s, "transformers_s": hf_s,
            "agree_transformers": _agreement(engine_tokens, hf_tokens)}
+    if args.lookahead:
+      spec_s, spec_tokens = bench_engine(model, weights, prompts, new, repeats, args.lookahead)
+      row.update(lookahead=args.lookahead, lookahead_tok_s=b * new / spec_s, lookahead_s=spec_s,
+                 agree_lookahead=_agreement(spec_tokens, engine_tokens))
     if check and naive_tokens is not None:
       row["agree_naive"] = _agreement(engine_tokens[:, :check], naive_tokens)
     rows.append(row)
     naive = "skipped" if naive_s is None else f"{naive_s:.2f}s (est)"
     print(f"batch {b}: engine {engine_s:.2f}s, naive {naive}, transformers {hf_s:.2f}s", flush=True)
 
-  print("\n| batch | engine tok/s | naive tok/s | transformers tok/s | engine / naive | engine / transformers |")
-  print("|---:|---:|---:|---:|---:|---:|")
+  print(f"\n| batch | engine tok/s | naive tok/s | transformers tok/s | engine / naive | engine / transformers | "
+        f"lookahead {args.lookahead} tok/s | lookahead / transformers |")
+  print("|---:|---:|---:|---:|---:|---:|---:|---:|")
   for r in rows:
     engine, naive = r["engine_tok_s"], r["naive_tok_s"]  # naive: None with --skip_naive
     naive_col, ratio_col = ("–", "–") if naive is None else (f"{naive:.1f}", f"{engine / naive:.1f}x")
+    spec_cols = (f"{r['lookahead_tok_s']:.0f} | {r['lookahead_tok_s'] / r['transformers_tok_s']:.2f}x"
+                 if "lookahead_tok_s" in r else "– | –")
     print(f"| {r['batch']} | {engine:.0f} | {naive_col} | {r['transformers_tok_s']:.0f} | {ratio_col} | "
-          f"{engine / r['transformers_tok_s']:.2f}x |")
+          f"{engine / r['transformers_tok_s']:.2f}x | {spec_cols} |")
   for r in rows:
-    for other in ("transformers", "naive"):
+    for other in ("transformers", "naive", "lookahead"):
       if f"agree_{other}" in r:
         a = r[f"agree_{other}"]
         print(f"sanity, batch {r['batch']}: greedy tokens engine == {other}: {a['tokens']:.1%} of tokens, "
@@ -218,6 +231,10 @@ def main(argv=None) -> dict:
       r["target_ratio"] = target
       print(f"target, batch {r['batch']}: engine / transformers {ratio:.2f}x, target >= {target}x: "
             f"{'met' if ratio >= target else 'NOT met'}")
+      if "lookahead_tok_s" in r:
+        ratio = r["lookahead_tok_s"] / r["transformers_tok_s"]
+        print(f"target, batch {r['batch']}: engine with lookahead {args.lookahead} / transformers {ratio:.2f}x, "
+              f"target >= {target}x: {'met' if ratio >= target else 'NOT met'}")
   result = {"config": {"model": cfg.__dict__, "prompt": prompt_len, "new_tokens": new, "repeats": repeats,
                        "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                        "cpus": os.cpu_count(), "load_average": [load_before, os.getloadavg()[0]]},
