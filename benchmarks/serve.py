@@ -11,6 +11,7 @@ own process on 127.0.0.1, one at a time:
   jaxllm_1      the same engine with serve.max_batch=1: requests served one at a time
   transformers  `transformers serve --continuous-batching --device cpu` on the exported folder, its paged KV
                 cache holding one context per client as jaxllm's slots do
+  jaxllm+K=V    a jaxllm server with config overrides, e.g. --servers=jaxllm,jaxllm+serve.steps_per_dispatch=1
 For each number of clients in --clients, every client sends --requests chat requests one after another
 (streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping
 early by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from
@@ -227,7 +228,10 @@ def main() -> None:
     prompts = [prompt_text(tokenizer, args.prompt, i) for i in range(max(args.clients) * args.requests)]
     results = {}
     for name in args.servers.split(","):
-      command, model, extra = servers(args, workdir, hf_dir, context)[name]
+      # "jaxllm+serve.steps_per_dispatch=4": the jaxllm server with config overrides (settings side by side)
+      base_name, *overrides = name.split("+")
+      command, model, extra = servers(args, workdir, hf_dir, context)[base_name]
+      command = command + [f"--config.{override}" for override in overrides]
       port = free_port()
       server = ServerProcess(name, [part.replace("{port}", str(port)) for part in command], port, env,
                              os.path.join(tmp, f"{name}.log"))

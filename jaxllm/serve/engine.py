@@ -27,7 +27,6 @@ import traceback
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxllm import chat_template
@@ -45,6 +44,28 @@ def prompt_bucket(n: int, context: int) -> int:
   return min(-(-n // step) * step, context)
 
 
+def admission_sizes(prefill_per_step: int) -> list[int]:
+  """Row counts of the compiled prefills: powers of two up to prefill_per_step's (a batch of 3 runs at 4)."""
+  return [1 << i for i in range((prefill_per_step - 1).bit_length() + 1)]
+
+
+def _admission_arrays(group: list[tuple[int, "Request"]], n: int, bucket: int, max_batch: int) -> tuple:
+  """slots.admit's per-prompt arguments for (row, request) pairs, padded to n prompts (row max_batch: dropped)."""
+  rows_n = np.full((n,), max_batch, np.int32)
+  tokens_nP = np.zeros((n, bucket), np.int32)
+  lengths_n = np.ones((n,), np.int32)
+  temperature_n, top_p_n = np.zeros((n,), np.float32), np.ones((n,), np.float32)
+  key_n = np.zeros((n, 2), np.uint32)
+  want_top_n = np.zeros((n,), bool)
+  for i, (row, request) in enumerate(group):
+    rows_n[i], lengths_n[i] = row, len(request.prompt)
+    tokens_nP[i, :len(request.prompt)] = request.prompt
+    temperature_n[i], top_p_n[i], want_top_n[i] = request.temperature, request.top_p, request.top_logprobs > 0
+    # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)
+    key_n[i] = [(request.seed >> 32) & 0xFFFFFFFF, request.seed & 0xFFFFFFFF]
+  return rows_n, tokens_nP, lengths_n, temperature_n, top_p_n, key_n, want_top_n
+
+
 class QueueFull(Exception):
   pass
 
@@ -54,7 +75,8 @@ class EngineOptions:
   max_batch: int  # KV-cache slots: requests decoded together
   context: int  # tokens per slot: prompt + reply must fit
   max_queue: int  # requests waiting for a slot beyond which submit refuses (HTTP 429)
-  prefill_per_step: int = 4  # prompts prefilled between two decode steps
+  prefill_per_step: int = 4  # prompts prefilled between two decode dispatches (batched by prompt bucket)
+  steps_per_dispatch: int = 1  # decode steps per jitted call; each request gets one event per call
   seed: int = 0  # key of requests that name no seed (with a per-request counter)
 
 
@@ -115,13 +137,15 @@ class Engine:
     return self
 
   def warm_up(self) -> None:
-    """Compile the decode step and the shortest prompt bucket's prefill (before `start`)."""
+    """Compile the decode call and the shortest prompt bucket's prefills, at every admission row count (before
+    `start`; longer prompt buckets compile on first use)."""
     assert self._thread is None, "warm_up runs before the engine thread starts"
-    self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
+    self._state, drawn = self._decode()
     bucket = prompt_bucket(1, self.options.context)
-    self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, jnp.int32(0),
-                                         np.zeros((1, bucket), np.int32), jnp.int32(1), jnp.float32(0),
-                                         jnp.float32(1), np.zeros(2, np.uint32), jnp.bool_(False), self.vocab_limit)
+    for n in admission_sizes(self.options.prefill_per_step):
+      # every row index past the last slot: nothing is written
+      self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, *_admission_arrays(
+          [], n, bucket, self.options.max_batch), self.vocab_limit)
     jax.block_until_ready(drawn)
 
   def submit(self, request: Request) -> None:
@@ -183,8 +207,8 @@ class Engine:
       self._admit()
       in_flight = None
       if any(self.rows):
-        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit)
-        self.steps += 1
+        self._state, drawn = self._decode()
+        self.steps += self.options.steps_per_dispatch
         in_flight = (drawn, tuple(self.rows))
       if pending is not None:
         self._consume(*pending)
@@ -206,48 +230,49 @@ class Engine:
       if request.cancelled or now > request.deadline:
         self._finish(request, "cancelled" if request.cancelled else "timeout")
 
+  def _decode(self) -> tuple[slots_lib.Slots, slots_lib.Drawn]:
+    return slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit,
+                            self.options.steps_per_dispatch)
+
   def _admit(self) -> None:
-    for _ in range(self.options.prefill_per_step):
-      if None not in self.rows:
-        return
-      with self._wake:
-        if not self._waiting:
-          return
-        request = self._waiting.popleft()
-      row = self.rows.index(None)
+    """Move up to prefill_per_step waiting requests into free rows: one batched prefill per prompt bucket."""
+    free = [row for row, request in enumerate(self.rows) if request is None]
+    with self._wake:
+      taken = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting),
+                                                          self.options.prefill_per_step))]
+    by_bucket: dict[int, list[tuple[int, Request]]] = {}
+    for row, request in zip(free, taken):
       self.rows[row] = request
       self.streams[request] = TextStream(self.tokenizer, request.stop)
-      n = len(request.prompt)
-      tokens_1P = np.zeros((1, prompt_bucket(n, self.options.context)), np.int32)
-      tokens_1P[0, :n] = request.prompt
-      # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)
-      key = np.array([(request.seed >> 32) & 0xFFFFFFFF, request.seed & 0xFFFFFFFF], np.uint32)
-      self._state, drawn = slots_lib.admit(
-          self.model, self.weights, self._state, jnp.int32(row), tokens_1P, jnp.int32(n),
-          jnp.float32(request.temperature), jnp.float32(request.top_p), key, jnp.bool_(request.top_logprobs > 0),
-          self.vocab_limit)
-      self._consume(drawn, (request,))
+      by_bucket.setdefault(prompt_bucket(len(request.prompt), self.options.context), []).append((row, request))
+    for bucket, group in by_bucket.items():
+      n = next(size for size in admission_sizes(self.options.prefill_per_step) if size >= len(group))
+      self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, *_admission_arrays(
+          group, n, bucket, self.options.max_batch), self.vocab_limit)
+      self._consume(drawn, tuple(request for _, request in group))
 
   def _consume(self, drawn: slots_lib.Drawn, rows: tuple[Request | None, ...]) -> None:
-    """Hand each still-running request its token from one step (rows: who held each row at dispatch)."""
+    """Hand each still-running request its tokens from one call, as one event (drawn: [steps, rows] arrays;
+    rows: who held each row at dispatch). A request that ends mid-call ignores the rest of its row."""
     host = jax.device_get(drawn)
     for row, request in enumerate(rows):
       if request is None or request.done:
         continue
-      token = int(host.token_B[row])
-      request.generated += 1
-      stopped = token in self.stop_ids and not request.ignore_eos
-      info = []
-      text = ""
-      if not stopped:
-        top = [] if request.top_logprobs <= 0 else list(zip(
-            host.top_ids_BT[row, :request.top_logprobs].tolist(),
-            host.top_logprobs_BT[row, :request.top_logprobs].tolist()))
-        info = [TokenInfo(token, float(host.logprob_B[row]), top)] if request.top_logprobs >= 0 else []
-        text, stopped = self.streams[request].push(token)
-      if stopped or request.generated >= request.max_tokens:
-        reason = "stop" if stopped else "length"
-        self._finish(request, reason, Event(text, info))
+      text, info = "", []
+      for step in range(host.token_B.shape[0]):
+        token = int(host.token_B[step, row])
+        request.generated += 1
+        stopped = token in self.stop_ids and not request.ignore_eos
+        if not stopped:
+          if request.top_logprobs >= 0:
+            top = list(zip(host.top_ids_BT[step, row, :request.top_logprobs].tolist(),
+                           host.top_logprobs_BT[step, row, :request.top_logprobs].tolist()))
+            info.append(TokenInfo(token, float(host.logprob_B[step, row]), top))
+          piece, stopped = self.streams[request].push(token)
+          text += piece
+        if stopped or request.generated >= request.max_tokens:
+          self._finish(request, "stop" if stopped else "length", Event(text, info))
+          break
       else:
         self._emit(request, Event(text, info, None, request.generated))
 

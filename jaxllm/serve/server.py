@@ -15,7 +15,8 @@ from jaxllm.config import ConfigError
 from jaxllm.serve.api import Api, ApiOptions
 from jaxllm.serve.engine import Engine, EngineOptions
 
-POSITIVE = ("max_batch", "max_queue", "max_tokens", "prefill_per_step", "request_timeout", "shutdown_timeout")
+POSITIVE = ("max_batch", "max_queue", "max_tokens", "prefill_per_step", "steps_per_dispatch", "request_timeout",
+            "shutdown_timeout")
 
 
 def validate(s: ml_collections.ConfigDict, max_seq_len: int) -> None:
@@ -74,7 +75,8 @@ def build(config: ml_collections.ConfigDict, log=print) -> Server:
   context = s.context or model.cfg.max_seq_len
   engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=s.max_batch, context=context,
                                                            max_queue=s.max_queue,
-                                                           prefill_per_step=s.prefill_per_step, seed=config.seed))
+                                                           prefill_per_step=s.prefill_per_step,
+                                                           steps_per_dispatch=s.steps_per_dispatch, seed=config.seed))
   if s.warmup:
     start = time.perf_counter()
     engine.warm_up()
