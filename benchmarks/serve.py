@@ -16,7 +16,9 @@ For each number of clients in --clients, every client sends --requests chat requ
 (streaming, greedy; a fixed --prompt-token prompt, distinct per request; --answer tokens, kept from stopping
 early by jaxllm's `ignore_eos` and transformers' generation_config min_new_tokens), all clients at once from
 this process. Reported per server and client count: total output tokens/s (tokens received / wall time),
-p50/p99 time to first token, p50/p99 per-token latency (a request's (last - first token time) / (tokens - 1)).
+p50/p99 time to first token, p50/p99 per-token latency (a request's (last - first token time) / (tokens - 1)),
+and the server's CPU seconds (its process and children) per 1,000 output tokens, which a machine shared with
+other jobs disturbs far less than tokens/s.
 Tokens are counted from the servers' usage reports. Each server gets one warm-up request first, so compilation
 is not timed. `transformers serve` runs offline here (HF_HUB_OFFLINE=1); it needs fastapi, uvicorn, openai and
 accelerate installed.
@@ -36,6 +38,7 @@ sys.path.insert(0, REPO)
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 FULL = dict(d_model=512, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1408)
 SMOKE = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, mlp_dim=128)
@@ -115,6 +118,12 @@ class ServerProcess:
         pass
       time.sleep(0.5)
     raise RuntimeError(f"{self.name} did not answer /health in {timeout}s; see {self.log.name}")
+
+  def cpu_seconds(self) -> float:
+    """User + system CPU time of the server process and its children so far."""
+    processes = [psutil.Process(self.process.pid)]
+    processes += processes[0].children(recursive=True)
+    return sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running())
 
   def stop(self) -> None:
     self.process.terminate()
@@ -241,12 +250,16 @@ def main() -> None:
         asyncio.run(load(url, model, 1, 1, prompts, args.answer, extra))  # warm-up: compile / load
         results[name] = []
         for clients in args.clients:
+          cpu_before = server.cpu_seconds()
           row = asyncio.run(load(url, model, clients, args.requests, prompts, args.answer, extra))
+          # the server's own CPU cost per token: far steadier than tokens/s on a machine others load too
+          row["server_cpu_s_per_1k_tokens"] = 1000 * (server.cpu_seconds() - cpu_before) / row["tokens"]
           results[name].append(row)
           print(f"{name:>12} clients={clients:>2}: {row['tokens_per_s']:8.1f} tok/s  ttft p50 "
                 f"{row['ttft_p50_s'] * 1e3:7.0f} ms p99 {row['ttft_p99_s'] * 1e3:7.0f} ms  per-token p50 "
                 f"{(row['per_token_p50_s'] or 0) * 1e3:6.1f} ms p99 {(row['per_token_p99_s'] or 0) * 1e3:6.1f} ms "
-                f"({row['mean_tokens_per_request']:.1f} tokens/request)", flush=True)
+                f"({row['mean_tokens_per_request']:.1f} tokens/request; server CPU "
+                f"{row['server_cpu_s_per_1k_tokens']:.2f} s per 1k tokens)", flush=True)
       except Exception as e:  # one server failing must not hide the others' numbers
         print(f"{name}: failed: {e}", flush=True)
         with open(server.log.name) as f:

@@ -44,28 +44,6 @@ def prompt_bucket(n: int, context: int) -> int:
   return min(-(-n // step) * step, context)
 
 
-def admission_sizes(prefill_per_step: int) -> list[int]:
-  """Row counts of the compiled prefills: powers of two up to prefill_per_step's (a batch of 3 runs at 4)."""
-  return [1 << i for i in range((prefill_per_step - 1).bit_length() + 1)]
-
-
-def _admission_arrays(group: list[tuple[int, "Request"]], n: int, bucket: int, max_batch: int) -> tuple:
-  """slots.admit's per-prompt arguments for (row, request) pairs, padded to n prompts (row max_batch: dropped)."""
-  rows_n = np.full((n,), max_batch, np.int32)
-  tokens_nP = np.zeros((n, bucket), np.int32)
-  lengths_n = np.ones((n,), np.int32)
-  temperature_n, top_p_n = np.zeros((n,), np.float32), np.ones((n,), np.float32)
-  key_n = np.zeros((n, 2), np.uint32)
-  want_top_n = np.zeros((n,), bool)
-  for i, (row, request) in enumerate(group):
-    rows_n[i], lengths_n[i] = row, len(request.prompt)
-    tokens_nP[i, :len(request.prompt)] = request.prompt
-    temperature_n[i], top_p_n[i], want_top_n[i] = request.temperature, request.top_p, request.top_logprobs > 0
-    # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)
-    key_n[i] = [(request.seed >> 32) & 0xFFFFFFFF, request.seed & 0xFFFFFFFF]
-  return rows_n, tokens_nP, lengths_n, temperature_n, top_p_n, key_n, want_top_n
-
-
 class QueueFull(Exception):
   pass
 
@@ -75,8 +53,10 @@ class EngineOptions:
   max_batch: int  # KV-cache slots: requests decoded together
   context: int  # tokens per slot: prompt + reply must fit
   max_queue: int  # requests waiting for a slot beyond which submit refuses (HTTP 429)
-  prefill_per_step: int = 4  # prompts prefilled between two decode dispatches (batched by prompt bucket)
-  steps_per_dispatch: int = 1  # decode steps per jitted call; each request gets one event per call
+  prefill_per_step: int = 4  # prompts prefilled between two decode calls
+  # decode steps per call while no request waits for a slot (else 1): fewer host round trips, one event per
+  # call per request; a request that ends mid-call leaves its row idle for the call's remaining steps
+  steps_per_dispatch: int = 1
   seed: int = 0  # key of requests that name no seed (with a per-request counter)
 
 
@@ -137,15 +117,14 @@ class Engine:
     return self
 
   def warm_up(self) -> None:
-    """Compile the decode call and the shortest prompt bucket's prefills, at every admission row count (before
-    `start`; longer prompt buckets compile on first use)."""
+    """Compile the decode calls and the shortest prompt bucket's prefill (before `start`)."""
     assert self._thread is None, "warm_up runs before the engine thread starts"
-    self._state, drawn = self._decode()
+    for steps in sorted({1, self.options.steps_per_dispatch}):
+      self._state, drawn = self._decode(steps)
     bucket = prompt_bucket(1, self.options.context)
-    for n in admission_sizes(self.options.prefill_per_step):
-      # every row index past the last slot: nothing is written
-      self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, *_admission_arrays(
-          [], n, bucket, self.options.max_batch), self.vocab_limit)
+    self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, np.int32(0),
+                                         np.zeros((1, bucket), np.int32), np.int32(1), np.float32(0),
+                                         np.float32(1), np.zeros(2, np.uint32), np.bool_(False), self.vocab_limit)
     jax.block_until_ready(drawn)
 
   def submit(self, request: Request) -> None:
@@ -207,8 +186,10 @@ class Engine:
       self._admit()
       in_flight = None
       if any(self.rows):
-        self._state, drawn = self._decode()
-        self.steps += self.options.steps_per_dispatch
+        # one step at a time while requests wait, so a slot that frees is taken at once
+        steps = 1 if self._waiting else self.options.steps_per_dispatch
+        self._state, drawn = self._decode(steps)
+        self.steps += steps
         in_flight = (drawn, tuple(self.rows))
       if pending is not None:
         self._consume(*pending)
@@ -230,26 +211,30 @@ class Engine:
       if request.cancelled or now > request.deadline:
         self._finish(request, "cancelled" if request.cancelled else "timeout")
 
-  def _decode(self) -> tuple[slots_lib.Slots, slots_lib.Drawn]:
-    return slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit,
-                            self.options.steps_per_dispatch)
+  def _decode(self, steps: int) -> tuple[slots_lib.Slots, slots_lib.Drawn]:
+    return slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, steps)
 
   def _admit(self) -> None:
-    """Move up to prefill_per_step waiting requests into free rows: one batched prefill per prompt bucket."""
-    free = [row for row, request in enumerate(self.rows) if request is None]
-    with self._wake:
-      taken = [self._waiting.popleft() for _ in range(min(len(free), len(self._waiting),
-                                                          self.options.prefill_per_step))]
-    by_bucket: dict[int, list[tuple[int, Request]]] = {}
-    for row, request in zip(free, taken):
+    for _ in range(self.options.prefill_per_step):
+      if None not in self.rows:
+        return
+      with self._wake:
+        if not self._waiting:
+          return
+        request = self._waiting.popleft()
+      row = self.rows.index(None)
       self.rows[row] = request
       self.streams[request] = TextStream(self.tokenizer, request.stop)
-      by_bucket.setdefault(prompt_bucket(len(request.prompt), self.options.context), []).append((row, request))
-    for bucket, group in by_bucket.items():
-      n = next(size for size in admission_sizes(self.options.prefill_per_step) if size >= len(group))
-      self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, *_admission_arrays(
-          group, n, bucket, self.options.max_batch), self.vocab_limit)
-      self._consume(drawn, tuple(request for _, request in group))
+      n = len(request.prompt)
+      tokens_1P = np.zeros((1, prompt_bucket(n, self.options.context)), np.int32)
+      tokens_1P[0, :n] = request.prompt
+      # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)
+      key = np.array([(request.seed >> 32) & 0xFFFFFFFF, request.seed & 0xFFFFFFFF], np.uint32)
+      self._state, drawn = slots_lib.admit(
+          self.model, self.weights, self._state, np.int32(row), tokens_1P, np.int32(n),
+          np.float32(request.temperature), np.float32(request.top_p), key, np.bool_(request.top_logprobs > 0),
+          self.vocab_limit)
+      self._consume(drawn, (request,))
 
   def _consume(self, drawn: slots_lib.Drawn, rows: tuple[Request | None, ...]) -> None:
     """Hand each still-running request its tokens from one call, as one event (drawn: [steps, rows] arrays;

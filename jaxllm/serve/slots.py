@@ -102,37 +102,38 @@ def draw(logits_BV: Array, temperature_B: Array, top_p_B: Array, key_B: Array, t
 
 
 @functools.partial(jax.jit, static_argnames=("model", "vocab_limit"), donate_argnames=("slots",))
-def admit(model: Transformer, weights, slots: Slots, rows_n: Array, tokens_nP: Array, lengths_n: Array,
-          temperature_n: Array, top_p_n: Array, key_n: Array, want_top_n: Array, vocab_limit: int
-          ) -> tuple[Slots, Drawn]:
-  """Prefill n right-padded prompts (prompt i's first lengths_n[i] tokens real) into rows rows_n in one
-  forward, and draw each one's first token; the Drawn has a leading axis of 1 (one step), as `decode`'s.
+def admit(model: Transformer, weights, slots: Slots, slot: Array, tokens_1P: Array, length: Array,
+          temperature: Array, top_p: Array, key: Array, want_top: Array, vocab_limit: int) -> tuple[Slots, Drawn]:
+  """Prefill one right-padded prompt (its first `length` tokens real) into row `slot` and draw its first token
+  (the Drawn has a leading axis of one step, as `decode`'s).
 
-  A row index past the last slot marks a padding prompt (n is bucketed): its writes are dropped. The forward
-  is row-independent (segment ids keep each prompt to itself, every matmul row is its own), so a prompt's
-  numbers are the same whoever it is prefilled with (tested against one-at-a-time admission)."""
-  n, p = tokens_nP.shape
-  real_nP = jnp.arange(p)[None] < lengths_n[:, None]
+  The prompt runs alone at [1, P], so its numbers are the same whoever else is being served: prefilling
+  several prompts in one [n, P] call was tried and dropped, as XLA:CPU's matmul rows then depend on n
+  (ulp-level differences in a prompt's logits with who it was admitted with; docs/serving.md)."""
+  p = tokens_1P.shape[1]
+  real_1P = (jnp.arange(p) < length)[None]
   variables = {"params": weights}
-  positions_nP = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (n, p))
-  hidden_nPD, cache = model.apply(variables, jnp.where(real_nP, tokens_nP, 0), positions_nP,
-                                  real_nP.astype(jnp.int32), cache=init_cache(model.cfg, n, p),
+  positions_1P = jnp.arange(p, dtype=jnp.int32)[None]
+  hidden_1PD, cache = model.apply(variables, jnp.where(real_1P, tokens_1P, 0), positions_1P,
+                                  real_1P.astype(jnp.int32), cache=init_cache(model.cfg, 1, p),
                                   return_hidden=True)
-  last_n1D = jnp.take_along_axis(hidden_nPD, (lengths_n - 1)[:, None, None], axis=1)
-  logits_nV = model.apply(variables, last_n1D, method=Transformer.head)[:, 0]
-  drawn = draw(logits_nV, temperature_n, top_p_n, key_n, jnp.zeros((n,), jnp.int32), want_top_n, vocab_limit)
-  layers = [{"k": old["k"].at[rows_n, :, :, :p].set(new["k"].astype(old["k"].dtype), mode="drop"),
-             "v": old["v"].at[rows_n, :, :p, :].set(new["v"].astype(old["v"].dtype), mode="drop")}
+  last_11D = jax.lax.dynamic_slice_in_dim(hidden_1PD, length - 1, 1, axis=1)
+  logits_1V = model.apply(variables, last_11D, method=Transformer.head)[:, 0]
+  as_1 = lambda x, dtype: jnp.asarray(x, dtype)[None]
+  drawn = draw(logits_1V, as_1(temperature, jnp.float32), as_1(top_p, jnp.float32), key[None],
+               jnp.zeros((1,), jnp.int32), as_1(want_top, bool), vocab_limit)
+  layers = [{"k": jax.lax.dynamic_update_slice(old["k"], new["k"].astype(old["k"].dtype), (slot, 0, 0, 0)),
+             "v": jax.lax.dynamic_update_slice(old["v"], new["v"].astype(old["v"].dtype), (slot, 0, 0, 0))}
             for old, new in zip(slots.layers, cache["layers"])]
   s = slots.segment_ids_BS.shape[1]
-  segment_nS = (jnp.arange(s)[None] < lengths_n[:, None]).astype(jnp.int32)
-  set_rows = lambda x_B, values_n: x_B.at[rows_n].set(values_n, mode="drop")
+  segment_1S = (jnp.arange(s) < length).astype(jnp.int32)[None]
+  set_row = lambda x_B, value: x_B.at[slot].set(value)
   return slots.replace(
-      layers=layers, segment_ids_BS=set_rows(slots.segment_ids_BS, segment_nS),
-      last_B=set_rows(slots.last_B, drawn.token_B), pos_B=set_rows(slots.pos_B, lengths_n),
-      t_B=set_rows(slots.t_B, jnp.ones((n,), jnp.int32)), temperature_B=set_rows(slots.temperature_B, temperature_n),
-      top_p_B=set_rows(slots.top_p_B, top_p_n), key_B=set_rows(slots.key_B, key_n),
-      want_top_B=set_rows(slots.want_top_B, want_top_n)), jax.tree.map(lambda x: x[None], drawn)
+      layers=layers, segment_ids_BS=jax.lax.dynamic_update_slice(slots.segment_ids_BS, segment_1S, (slot, 0)),
+      last_B=set_row(slots.last_B, drawn.token_B[0]), pos_B=set_row(slots.pos_B, length),
+      t_B=set_row(slots.t_B, 1), temperature_B=set_row(slots.temperature_B, temperature),
+      top_p_B=set_row(slots.top_p_B, top_p), key_B=slots.key_B.at[slot].set(key),
+      want_top_B=set_row(slots.want_top_B, want_top)), jax.tree.map(lambda x: x[None], drawn)
 
 
 def _decode_row(model: Transformer, weights, layers: list, segment_ids_S: Array, token: Array, pos: Array):
