@@ -25,7 +25,7 @@ def _serve_all(loaded, steps_per_dispatch: int) -> tuple[dict, int]:
   engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=8, context=SERVE_CONTEXT, max_queue=64,
                                                            steps_per_dispatch=steps_per_dispatch))
   text = tokenizer.encode(" ".join(f"what is {i} plus {2 * i}? hello, how are you today?" for i in range(20)))
-  prompts = [text[3 * i:3 * i + n] for i, n in enumerate((12, 20, 9, 24, 14, 30, 5, 18, 11))]
+  prompts = [text[3 * i:3 * i + n] for i, n in enumerate((12, 16, 9, 14, 5, 15, 7, 10, 13))]  # one bucket
   events = {i: [] for i in range(len(prompts) + 2)}
   done = threading.Semaphore(0)
 
