@@ -6,8 +6,10 @@ one-token-a-step greedy decoding, in fewer, wider steps.
 Each step drafts `lookahead` = k tokens per row from the row's own history (prompt + output so far) and feeds
 [last token, draft_0 .. draft_{k-1}] through the model at once. Row b keeps the greedy token after each input
 until the first place where the draft disagrees with it: a_b >= 0 drafts accepted means a_b + 1 tokens emitted
-(the accepted drafts, then the model's own token where it disagreed), all of them exactly what one-token steps
-would have produced, since each is the argmax given the accepted tokens before it.
+(the accepted drafts, then the model's own token where it disagreed), all of them what one-token steps would
+have produced, since each is the argmax given the accepted tokens before it. (Up to float rounding: XLA:CPU's
+matmul rows can differ in the last bit with the row count, so only a near-exact tie could break differently;
+tests/test_speculative.py and benchmarks/decode.py check the tokens are identical.)
 
 Drafts (`ngram_draft`): the last g tokens of the history (g = 3, else 2, else 1) are looked up at their latest
 earlier occurrence, and the tokens that followed it are proposed, extended periodically when the history ends
