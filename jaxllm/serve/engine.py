@@ -1,5 +1,5 @@
 """The continuous-batching engine's host side: a background thread that admits queued requests into free KV-cache
-slots, runs one decode step of the whole running batch at a time, and hands each request's tokens to it.
+slots, runs the whole running batch one decode call at a time, and hands each request's tokens to it.
 
   engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=32, context=512, max_queue=256))
   engine.start()
@@ -9,9 +9,10 @@ slots, runs one decode step of the whole running batch at a time, and hands each
 
 Each loop iteration (see `_loop`): drop cancelled and timed-out requests (their slots free at once), prefill up
 to `prefill_per_step` waiting requests into free slots (so arrivals never stall the running batch for long),
-dispatch one decode step, then read back the *previous* step's tokens while this one computes (JAX dispatches
-asynchronously): a finished request's row does one wasted step, and the host's detokenizing overlaps the
-device. A request joins the batch the iteration after a slot frees and leaves the moment it ends: no request
+dispatch one decode call, then read back the *previous* call's tokens while this one computes (JAX dispatches
+asynchronously): a finished request's row does one wasted call, and the host's detokenizing overlaps the
+device. A call is one step while requests wait for a slot, else `steps_per_dispatch` steps (one event per
+request per call: fewer host round trips, the same tokens). A request joins the batch the iteration after a slot frees and leaves the moment it ends: no request
 waits for the slowest one of a batch. Device-side layout: slots.py.
 
 Requests talk back through `sink(Event)`, called on the engine thread; the HTTP layer turns it into an asyncio

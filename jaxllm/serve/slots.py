@@ -1,5 +1,6 @@
 """The continuous-batching engine's device side: a KV cache of B fixed slots and the two jitted programs that
-advance it, `admit` (prefill one request into a free slot) and `decode` (one token for every slot).
+advance it, `admit` (prefill one request into a free slot) and `decode` (one token for every slot, or several
+in one call).
 
 Shape legend as in model.py (B slots, S slot length = the serving context, P a prompt bucket, V vocab), plus
 T = TOP_LOGPROBS alternatives reported per token.
