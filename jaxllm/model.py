@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import quant
+from jaxllm.frozen_matmul import frozen_matmul
 from jaxllm.fused_attention import fused_attention
 
 Array = jax.Array
@@ -276,14 +277,17 @@ class Projection(nn.Module):
     lora = lora or {}
     shape = self.in_shape + self.out_shape
     if "quant" in lora:
-      # Recomputed in the backward pass (checkpoint) rather than saved: one layer's matrix alive at a time.
+      # Dequantized again, a row slice at a time, in the backward pass (frozen_matmul.py) rather than kept from
+      # the forward: one projection's matrix alive at a time.
       base = lambda: quant.dequantize(lora["quant"], shape, dtype)
-      y = jax.checkpoint(lambda x, q: matmul_2d(x, quant.dequantize(q, shape, dtype), n_in))(
-          x.astype(dtype), lora["quant"])
+      y = frozen_matmul(x, lora["quant"], n_in, self.out_shape, dtype)
     else:
       w = self.param("w", _init(cfg, self.axes), shape, jnp.dtype(cfg.param_dtype))
       base = lambda: w
-      y = matmul_2d(x.astype(dtype), w.astype(dtype), n_in)
+      if "a" in lora and w.dtype != dtype:  # LoRA's frozen base, upcast: as a quantized one, not kept upcast
+        y = frozen_matmul(x, w, n_in, self.out_shape, dtype)
+      else:
+        y = matmul_2d(x.astype(dtype), w.astype(dtype), n_in)
     if "a" in lora:
       x_in = x
       if cfg.lora_dropout > 0 and not self.deterministic:

@@ -151,6 +151,20 @@ def slice_columns(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
   return _scaled(values_kC, _column_scales(q["absmax"], cols)).astype(dtype)
 
 
+def slice_rows(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
+  """Rows [start, start + size) of the quantized [k, n] matrix, dequantized: [size, n] (`start` may be traced;
+  both must be multiples of the block, whose scales are sliced with the codes)."""
+  k = shape_2d(q)[0]
+  scales = q["absmax"]["q"] if isinstance(q["absmax"], dict) else q["absmax"]
+  block = k // scales.shape[0]
+  if size % block:
+    raise ValueError(f"quant.slice_rows: {size} rows are not whole blocks of {block}")
+  rows = lambda x, first, n: jax.lax.dynamic_slice_in_dim(x, first, n, axis=0) if x.ndim == 2 else x
+  part = {name: rows(codes, start, size) for name, codes in q.items() if name != "absmax"}
+  part["absmax"] = jax.tree.map(lambda x: rows(x, start // block, size // block), q["absmax"])
+  return dequantize(part, (size, shape_2d(q)[1]), dtype)
+
+
 def matmul_columns(x_Tk: jax.Array, q: dict, chunk: int, dtype) -> jax.Array:
   """x [T, k] @ the quantized [k, n] matrix -> f32 [T, n], dequantizing `chunk` columns at a time (each slice's
   product checkpointed, so the backward pass re-dequantizes it too): at no point is more than a [k, chunk] slice

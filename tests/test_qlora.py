@@ -18,10 +18,10 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxllm import galore, quant, sharding
+from jaxllm import frozen_matmul, galore, quant, sharding
 from jaxllm import lora as lora_lib
 from jaxllm.losses.common import hidden_logprobs
-from jaxllm.model import ModelConfig, Transformer
+from jaxllm.model import ModelConfig, Transformer, matmul_2d
 from jaxllm.state import make_optimizer
 
 ALL = lora_lib.parse_targets("q,k,v,o,gate,up,down")
@@ -115,6 +115,34 @@ def check_qlora_forward_equals_dequantized_model(mesh=None):
     merged = jax.jit(lambda b, a: lora_lib.merge(b, a, _CFG.lora_scale, _qcfg(kind)))(base, adapters)
     np.testing.assert_allclose(np.asarray(apply(merged, None, tokens)), want, atol=1e-5, rtol=0)
     assert np.abs(np.asarray(apply(base, adapters, tokens)) - want).max() > 1e-4  # quantization is visible
+
+
+def check_frozen_matmul_equals_the_plain_product(mesh=None):
+  """frozen_matmul (the converted-slice-by-slice product of a quantized or bf16 frozen base) gives the plain
+  product's output and input gradient, and a float base its weight gradient, over one and two input dims."""
+  rng = np.random.default_rng(21)
+  for in_shape, out_shape in (((128,), (96,)), ((4, 32), (64,))):
+    k, n = int(np.prod(in_shape)), int(np.prod(out_shape))
+    w = rng.normal(0.0, 0.1, in_shape + out_shape).astype(np.float32)
+    x = _put(rng.normal(size=(2, 5) + in_shape).astype(np.float32), mesh)
+    r = _put(rng.normal(size=(2, 5) + out_shape).astype(np.float32), mesh)
+    bases = {kind: jax.jit(lambda w, kind=kind: quant.quantize(w, kind, len(in_shape), 32, True))(_put(w, mesh))
+             for kind in ("nf4", "int8")}
+    bases["bfloat16"] = _put(w.astype(jnp.bfloat16), mesh)
+    for name, b in bases.items():
+      if quant.is_quantized(b):
+        assert frozen_matmul.row_parts(b) >= 2 and frozen_matmul.column_parts(b) >= 2
+      w32 = quant.dequantize(b, in_shape + out_shape) if quant.is_quantized(b) else b.astype(jnp.float32)
+      loss = lambda x, b: jnp.sum(frozen_matmul.frozen_matmul(x, b, len(in_shape), out_shape, jnp.float32) * r)
+      plain = lambda x, w: jnp.sum(matmul_2d(x, w, len(in_shape)) * r)
+      argnums = (0,) if quant.is_quantized(b) else (0, 1)
+      got, got_grads = jax.jit(jax.value_and_grad(loss, argnums))(x, b)
+      want, want_grads = jax.jit(jax.value_and_grad(plain, argnums))(x, w32)
+      np.testing.assert_allclose(float(got), float(want), rtol=1e-5, err_msg=name)
+      np.testing.assert_allclose(np.asarray(got_grads[0]), np.asarray(want_grads[0]), atol=1e-5, err_msg=name)
+      if len(argnums) == 2:
+        np.testing.assert_allclose(np.asarray(got_grads[1], np.float32),
+                                   np.asarray(want_grads[1].astype(jnp.bfloat16), np.float32), rtol=1e-2, atol=1e-3)
 
 
 def check_quantized_embedding_and_head(mesh=None):
@@ -292,7 +320,7 @@ def test_a_train_step_with_the_small_memory_options(tmp_path, initial_pretrain_w
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), after.params, before.params)))
 
 
-CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_model,
+CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_model, check_frozen_matmul_equals_the_plain_product,
           check_quantized_embedding_and_head, check_dora_merged_weight_equals_forward, check_lora_plus_gives_b_its_learning_rate,
           check_galore_full_rank_is_adamw_and_low_rank_projects]
 
@@ -300,6 +328,25 @@ CHECKS = [check_nf4_and_int8_round_trip, check_qlora_forward_equals_dequantized_
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__[6:])
 def test_one_device(check):
   check()
+
+
+def test_frozen_bases_are_converted_one_slice_at_a_time():
+  """XLA's temporaries of a forward + input gradient through 8 frozen [512, 512] layers hold about one converted
+  matrix, not all 8 (1 MiB each in f32): the backward pass converts its slices again instead of keeping the
+  forward's, and no layer's conversion is scheduled before its input exists. jax.checkpoint around a whole
+  dequantize-and-multiply (the code before frozen_matmul) kept all 8 alive on XLA:CPU."""
+  rng = np.random.default_rng(0)
+  ws = [rng.normal(0.0, 0.05, (512, 512)).astype(np.float32) for _ in range(8)]
+  bases = {"nf4": [quant.quantize(jnp.asarray(w), "nf4", 1) for w in ws],
+           "bfloat16": [jnp.asarray(w, jnp.bfloat16) for w in ws]}
+  for name, layers in bases.items():
+    def loss(x_TD, layers):
+      for b in layers:
+        x_TD = jnp.tanh(frozen_matmul.frozen_matmul(x_TD, b, 1, (512,), jnp.float32))
+      return x_TD.sum()
+    compiled = jax.jit(jax.grad(loss)).lower(jnp.ones((8, 512)), layers).compile()
+    temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
+    assert temp_mib < 3.0, f"{name}: {temp_mib:.1f} MiB of temporaries (8 converted layers would be 8 MiB)"
 
 
 _SHARDED = """
