@@ -485,6 +485,9 @@ class Transformer(nn.Module):
     if q_DV is not None:
       b, l, d = hidden_BLD.shape
       logits_BLV = quant.matmul_columns(hidden_BLD.reshape(b * l, d), q_DV, HEAD_CHUNK, dtype).reshape(b, l, -1)
+    elif lora and not self.cfg.tie_embeddings and self.lm_head.dtype != dtype:
+      # LoRA's frozen head in another dtype: upcast a slice at a time, not kept upcast (frozen_matmul.py)
+      logits_BLV = frozen_matmul(hidden_BLD, self.lm_head, 1, self.lm_head.shape[1:], dtype, jnp.float32)
     else:
       logits_BLV = matmul_2d(hidden_BLD.astype(dtype), self.head_matrix(), 1, preferred_element_type=jnp.float32)
     return softcap(logits_BLV, self.cfg.final_softcap)
