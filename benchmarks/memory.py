@@ -17,7 +17,11 @@ train.fit does (`benchmarks/train_step.jax_step`: init_state with its shardings,
   xla_*                         compiled.memory_analysis() of the train step: argument, output, alias (donated),
                                 temp (activations, gradients, dequantized matrices) bytes
   peak_rss_mb                   host VmHWM over the whole row (init + compile + steps), and peak_rss_steps_mb over
-                                the timed steps alone (reset via /proc/self/clear_refs after the warm-up step)
+                                the timed steps alone (after the warm-up step, glibc's freed arenas are returned
+                                with malloc_trim and VmHWM is reset via /proc/self/clear_refs): what the step
+                                needs, the base weights, runtime and compiled program included
+The base weights are made one tensor at a time (`_random_base`), as init_from reads them; QLoRA rows quantize
+each as it is placed.
   step_s                        median of --steps timed steps after one warm-up, run through the compiled step
                                 (GaLore: the warm-up step is a refresh step with its SVDs, reported as
                                 refresh_step_s); with --compile_only no step runs (peak RSS: init + compile)
@@ -70,6 +74,7 @@ def _env(s: dict, overrides: dict):
   import jax
   from configs import base
   from jaxllm import sharding
+  from jaxllm.checkpoint import Pretrained
   from jaxllm.config import validate
   from jaxllm.model import ModelConfig, Transformer
   from jaxllm.runtime import Env
@@ -86,9 +91,37 @@ def _env(s: dict, overrides: dict):
   c.update_from_flattened_dict(overrides)
   validate(c, jax.device_count())
   cfg = ModelConfig.from_config(c)
-  return Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
-             model=Transformer(cfg, deterministic=True), train_model=Transformer(cfg, deterministic=True),
-             pretrained=None)
+  env = Env(config=c, mesh=sharding.make_mesh(c.mesh), tokenizer=None, model_cfg=cfg,
+            model=Transformer(cfg, deterministic=True), train_model=Transformer(cfg, deterministic=True),
+            pretrained=None)
+  env.pretrained = Pretrained(config=c, weights=_random_base(env, c.seed), workdir="", extras={})
+  return env
+
+
+def _random_base(env, seed: int) -> dict:
+  """The base model's weights made one tensor at a time, as init_from reads a checkpoint or a Hugging Face
+  folder, and distributed as the model's own init (normal(init_std) matrices, unit norm scales, zero biases).
+  Why not the model's jitted init (train.init_state without init_from): it builds every weight in one XLA
+  program whose random-bit temporaries peaked at ~2.5 GB at the full size, above any row's train step, so every
+  row's peak RSS was that init's rather than its step's."""
+  import jax
+  import jax.numpy as jnp
+  import flax.linen as nn
+
+  abstract, shardings = nn.meta.unbox(env.abstract_weights()), env.weight_shardings()
+  cfg, key = env.model_cfg, jax.random.PRNGKey(seed)
+  leaves = jax.tree_util.tree_flatten_with_path(abstract)[0]
+  made = []
+  for i, ((path, leaf), sh) in enumerate(zip(leaves, jax.tree.leaves(shardings))):
+    name = path[-1].key
+    if name == "scale":  # RMSNorm: 1, or 0 under (1 + w)
+      fill = lambda k, leaf=leaf: jnp.full(leaf.shape, 0.0 if cfg.norm_plus_one else 1.0, leaf.dtype)
+    elif name == "b":
+      fill = lambda k, leaf=leaf: jnp.zeros(leaf.shape, leaf.dtype)
+    else:
+      fill = lambda k, leaf=leaf: (cfg.init_std * jax.random.normal(k, leaf.shape, jnp.float32)).astype(leaf.dtype)
+    made.append(jax.jit(fill, out_shardings=sh)(jax.random.fold_in(key, i)))
+  return jax.tree.unflatten(jax.tree.structure(abstract), made)
 
 
 def _nbytes(tree) -> int:
@@ -143,6 +176,7 @@ def worker(row: str, s: dict, steps: int, compile_only: bool = False) -> dict:
     jax.block_until_ready(metrics)
     out["refresh_step_s" if row == "galore" else "warmup_step_s"] = time.perf_counter() - t
     out["peak_rss_mb"] = peak_rss_mb()  # init + compile + first step
+    _return_freed_memory()
     reset_peak_rss()
     times = []
     for b in batches[1:]:
@@ -153,6 +187,16 @@ def worker(row: str, s: dict, steps: int, compile_only: bool = False) -> dict:
   out.update(step_s=statistics.median(times), loss=float(metrics["loss"]), peak_rss_steps_mb=peak_rss_mb())
   out["peak_rss_mb"] = max(out["peak_rss_mb"], out["peak_rss_steps_mb"])
   return out
+
+
+def _return_freed_memory() -> None:
+  """malloc_trim(0): glibc keeps what init and compile freed in its arenas (~0.8 GB at the full size), which
+  would count in the steps' peak RSS as if the step held it."""
+  import ctypes
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):  # not glibc: the steps' peak then includes that memory
+    pass
 
 
 def qwix_worker(s: dict, repeats: int) -> dict:
