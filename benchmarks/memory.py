@@ -30,7 +30,7 @@ output head quantized as well (lora.quantize_embeddings), and once with them in 
 them (qlora_nf4_16bit_tables); GaLore rank 128, full parameters. Batch 1 row, f32 compute.
 A last row, `qwix_vs_jaxllm`, holds the same projections' NF4 storage and a forward + input-gradient product
 through qwix (qwix.quantize(..., 'nf4') + qwix.dot_general) against jaxllm's (quant.py + the model's
-checkpointed dequantize-and-multiply): the evaluation docs/memory.md reports.
+frozen_matmul, which dequantizes a slice at a time in both passes): the evaluation docs/memory.md reports.
 Results: docs/memory.md.
 """
 from __future__ import annotations
@@ -206,7 +206,7 @@ def qwix_worker(s: dict, repeats: int) -> dict:
   import numpy as np
   import qwix
   from jaxllm import quant
-  from jaxllm.model import matmul_2d
+  from jaxllm.frozen_matmul import frozen_matmul
 
   d, f, hd = s["d_model"], s["mlp"], s["d_model"]
   kv = s["n_kv_heads"] * (s["d_model"] // s["n_heads"])
@@ -232,8 +232,7 @@ def qwix_worker(s: dict, repeats: int) -> dict:
     ours = jax.jit(lambda w: quant.quantize(w, "nf4", 1, 64, True))(w)
     dims = (((1,), (0,)), ((), ()))
     qwix_loss = jax.jit(jax.value_and_grad(lambda x, q: qwix.dot_general(x, q, dims).sum()))
-    ours_loss = jax.jit(jax.value_and_grad(lambda x, q: jax.checkpoint(
-        lambda x, q: matmul_2d(x, quant.dequantize(q, (k, n), jnp.float32), 1))(x, q).sum()))
+    ours_loss = jax.jit(jax.value_and_grad(lambda x, q: frozen_matmul(x, q, 1, (n,), jnp.float32).sum()))
     out["qwix_bytes"] += sum(a.on_device_size_in_bytes() for a in jax.tree.leaves(qw))
     out["jaxllm_bytes"] += sum(a.on_device_size_in_bytes() for a in jax.tree.leaves(ours))
     out["bf16_bytes"] += k * n * 2

@@ -11,9 +11,9 @@ jits like any other leaf tree):
            "scale": f32 [k/block, n/group] (absmax of each group of outputs), "offset": f32 []}
 
 Storage per weight: NF4 0.5 byte + scales (4/64 B, or 1/64 + 4/(64*256) B with DQ), int8 1 byte + scales.
-`dequantize` rebuilds the matrix in the compute dtype inside a jitted projection (model.Projection, which wraps
-it in jax.checkpoint so the backward pass recomputes it from the codes instead of keeping every layer's
-dequantized matrix alive until the gradient reaches it).
+`dequantize` rebuilds the matrix in the compute dtype; inside the model the projections multiply through
+frozen_matmul.py, which dequantizes `slice_columns` / `slice_rows` slices one at a time in the forward and the
+backward pass instead of keeping every layer's dequantized matrix alive until the gradient reaches it.
 """
 from __future__ import annotations
 
