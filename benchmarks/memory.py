@@ -100,7 +100,8 @@ def _env(s: dict, overrides: dict):
 
 def _random_base(env, seed: int) -> dict:
   """The base model's weights made one tensor at a time, as init_from reads a checkpoint or a Hugging Face
-  folder, and distributed as the model's own init (normal(init_std) matrices, unit norm scales, zero biases).
+  folder (QLoRA rows: each quantized as it is made, as runtime.prepare does), and distributed as the model's own
+  init (normal(init_std) matrices, unit norm scales, zero biases).
   Why not the model's jitted init (train.init_state without init_from): it builds every weight in one XLA
   program whose random-bit temporaries peaked at ~2.5 GB at the full size, above any row's train step, so every
   row's peak RSS was that init's rather than its step's."""
@@ -108,8 +109,13 @@ def _random_base(env, seed: int) -> dict:
   import jax.numpy as jnp
   import flax.linen as nn
 
+  from jaxllm import lora as lora_lib
+
   abstract, shardings = nn.meta.unbox(env.abstract_weights()), env.weight_shardings()
-  cfg, key = env.model_cfg, jax.random.PRNGKey(seed)
+  cfg, key, lora = env.model_cfg, jax.random.PRNGKey(seed), env.config.lora
+  convert = lambda path, x: x
+  if lora.rank and lora.quantize != "none":  # QLoRA: quantized as it is made, as runtime.prepare reads init_from
+    convert = lora_lib.tensor_quantizer(lora, shardings, env.mesh)
   leaves = jax.tree_util.tree_flatten_with_path(abstract)[0]
   made = []
   for i, ((path, leaf), sh) in enumerate(zip(leaves, jax.tree.leaves(shardings))):
@@ -120,7 +126,7 @@ def _random_base(env, seed: int) -> dict:
       fill = lambda k, leaf=leaf: jnp.zeros(leaf.shape, leaf.dtype)
     else:
       fill = lambda k, leaf=leaf: (cfg.init_std * jax.random.normal(k, leaf.shape, jnp.float32)).astype(leaf.dtype)
-    made.append(jax.jit(fill, out_shardings=sh)(jax.random.fold_in(key, i)))
+    made.append(convert(tuple(p.key for p in path), jax.jit(fill, out_shardings=sh)(jax.random.fold_in(key, i))))
   return jax.tree.unflatten(jax.tree.structure(abstract), made)
 
 
