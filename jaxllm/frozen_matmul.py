@@ -1,6 +1,6 @@
 """x @ W for a frozen base matrix that must be converted before the product: quantized (QLoRA, quant.py) or stored
-in another dtype than the compute (a bf16 base under f32 compute). Its backward pass rebuilds W's rows a slice at
-a time instead of keeping the converted matrix from the forward pass.
+in another dtype than the compute (a bf16 base under f32 compute). The forward pass converts W's columns, the
+backward pass its rows, a slice at a time; nothing converted is kept from one pass to the other.
 
 Why a custom VJP and not jax.checkpoint: differentiating dot(x, convert(W)) keeps convert(W), a compute-dtype
 copy of the matrix, alive from the forward pass until dx = dy @ W^T, for every layer at once. jax.checkpoint asks
@@ -8,8 +8,10 @@ for the conversion to be recomputed and puts an optimization barrier on the reco
 not merge it with the forward's; XLA:CPU drops those barriers before its common-subexpression elimination, merges
 the two conversions, and the copy lives across the step again (at d_model 1024 x 12 layers: ~540 MiB of f32
 projections in XLA's temporaries, benchmarks/memory.py --size=full, docs/memory.md). Here the backward pass
-converts W inside a loop over row slices that reads dy: nothing of the forward's conversion is reused, none of it
-can be scheduled before the gradient reaches the layer, and one [k / parts, n] slice is alive at a time.
+converts W inside a loop over row slices that reads dy, and the forward pass inside a loop over column slices that
+reads x: nothing of the forward's conversion is reused, no conversion can be scheduled before its layer's input or
+gradient exists (XLA:CPU's scheduler ran every layer's at the start of the step when it could), and one slice is
+alive at a time.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from jaxllm import quant
 def frozen_matmul(x: jax.Array, base, n_in: int, out_shape: tuple[int, ...], dtype,
                   out_dtype=None) -> jax.Array:
   """x [..., *in] @ base -> [..., *out] in `out_dtype` (default `dtype`, the product's operand dtype; n_in =
-  len(in)); `base` a quantized dict of the [k, n] matrix or a weight [*in, *out] in any float dtype. Numerically matmul_2d(x, W.astype(dtype)), its input gradient too;
-  a float base gets its gradient as well (x^T dy in its own dtype), for callers that train it."""
+  len(in)); `base` a quantized dict of the [k, n] matrix or a weight [*in, *out] in any float dtype. Numerically
+  matmul_2d(x, W.astype(dtype)), its input gradient too; a float base gets its gradient as well (x^T dy in its own
+  dtype), for callers that train it."""
   lead, in_shape = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
   k = math.prod(in_shape)
   base_kn = base if quant.is_quantized(base) else base.reshape(k, -1)
@@ -89,22 +92,20 @@ def column_parts(base_kn) -> int:
   return _parts(n // pair, pair * k)
 
 
-def _sliced(parts: int, size: int, out: jax.Array, product, axis: int) -> jax.Array:
-  """product(i) for slices i = 0 .. parts - 1 in a loop, joined along `axis` into `out`'s shape and dtype."""
-  out_P = jax.lax.map(lambda i: product(i).astype(out.dtype), jnp.arange(parts, dtype=jnp.int32))
-  return jnp.moveaxis(out_P, 0, axis).reshape(out.shape)
+def _sliced(parts: int, like: jax.ShapeDtypeStruct, product) -> jax.Array:
+  """product(i) [T, size] for slices i = 0 .. parts - 1 in a loop, joined along columns into `like`."""
+  out_PTs = jax.lax.map(lambda i: product(i).astype(like.dtype), jnp.arange(parts, dtype=jnp.int32))
+  return jnp.moveaxis(out_PTs, 0, 1).reshape(like.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _product(x_Tk: jax.Array, base_kn, dtype, out_dtype) -> jax.Array:
-  """Column slices in a loop that reads x, so that XLA cannot convert every layer's matrix at the start of the
-  step (XLA:CPU's scheduler did: they depend on parameters only); each output column is still one full dot."""
+  """Column slices in a loop that reads x; each output column is still one full dot over k."""
   x_Tk = x_Tk.astype(dtype)
   n = _shape(base_kn)[1]
   parts = column_parts(base_kn)
-  return _sliced(parts, n // parts, jax.ShapeDtypeStruct((x_Tk.shape[0], n), out_dtype),
-                 lambda i: jnp.dot(x_Tk, _columns(base_kn, i, n // parts, dtype),
-                                       preferred_element_type=out_dtype), axis=1)
+  return _sliced(parts, jax.ShapeDtypeStruct((x_Tk.shape[0], n), out_dtype),
+                 lambda i: jnp.dot(x_Tk, _columns(base_kn, i, n // parts, dtype), preferred_element_type=out_dtype))
 
 
 def _product_fwd(x_Tk, base_kn, dtype, out_dtype):
@@ -117,9 +118,9 @@ def _product_bwd(dtype, out_dtype, residuals, dy_Tn):
   k = x_Tk.shape[1]
   parts = row_parts(base_kn)
   contract_n = (((1,), (1,)), ((), ()))  # dy [T, n] . rows [size, n] -> [T, size]
-  dx_Tk = _sliced(parts, k // parts, jax.ShapeDtypeStruct(x_Tk.shape, x_Tk.dtype),
+  dx_Tk = _sliced(parts, jax.ShapeDtypeStruct(x_Tk.shape, x_Tk.dtype),
                   lambda i: jax.lax.dot_general(dy_Tn, _rows(base_kn, i, k // parts, dtype), contract_n,
-                                                    preferred_element_type=jnp.float32), axis=1)
+                                                preferred_element_type=jnp.float32))
   if quant.is_quantized(base_kn):
     return dx_Tk, None  # integer codes: no gradient
   return dx_Tk, jnp.dot(x_Tk.astype(dtype).T, dy_Tn, preferred_element_type=jnp.float32).astype(base_kn.dtype)
