@@ -17,6 +17,8 @@ How it works (shape legend in model.py; P padded prompt length, N max_new_tokens
   logits, record, feed the sampled token back. Sampling options are a frozen dataclass, static under jit.
 - Randomness: row b uses key_b = split(rng, B)[b] (or the caller's own per-row keys) and draws step t with
   fold_in(key_b, t), so a row's sample depends only on its key, its prompt and t.
+- Greedy decoding with `lookahead` = k > 0 runs speculative.py's loop instead (k drafted tokens checked per
+  step, a cache write slot per row, the same tokens).
 - Log-probs are log softmax of the *raw* model logits (temperature 1, no top-k/top-p) at the sampled token:
   the quantity importance ratios and KL terms in RL need, whatever distribution the token was drawn from.
 
@@ -221,11 +223,10 @@ def generate_arrays(model: Transformer, weights: Any, prompt_tokens_BP: Array, p
   keys_B = _row_keys(rng, b)
   if k:
     tokens_BP, _, segments_BP = _left_align(prompt_tokens_BP.astype(jnp.int32), prompt_lengths_B.astype(jnp.int32))
-    tokens_BN, logprobs_BN, lengths_B, stopped_B, _ = speculative.decode(
+    return speculative.decode(
         model, weights, cache, logits_BV, copies(jnp.where(segments_BP > 0, tokens_BP, -1)), lengths_B, n, k,
         params.stop_ids, pad_id, lambda logits: _draw(logits, keys_B, 0, params), [p + end + k for end in ends],
         _grow, lora, on_token)
-    return tokens_BN, logprobs_BN, lengths_B, stopped_B
 
   def emit(s: _Decode) -> _Decode:
     """Draw token t of every row from s.logits_BV and record it for the rows still running."""

@@ -73,14 +73,13 @@ class _Speculate:
   cache: dict
   tokens_BN: Array
   logprobs_BN: Array
-  steps: Array  # model calls made (for the acceptance rate a benchmark reports)
 
 
 def decode(model: Any, weights: Any, cache: dict, first_logits_BV: Array, prompt_hist_BP: Array,
            lengths_B: Array, n: int, k: int, stop_ids: tuple[int, ...], pad_id: int,
            pick: Callable[[Array], Array], window_ends: list[int], grow: Callable[[dict, int], dict],
-           lora: Any = None, on_token: Callable | None = None) -> tuple[Array, Array, Array, Array, Array]:
-  """The greedy decode loop after prefill: (tokens [B, N], logprobs [B, N], lengths [B], stopped [B], steps).
+           lora: Any = None, on_token: Callable | None = None) -> tuple[Array, Array, Array, Array]:
+  """The greedy decode loop after prefill: (tokens [B, N], logprobs [B, N], lengths [B], stopped [B]).
 
   `cache` holds the prompts in slots [0, P) (prompt_hist_BP: the same left-aligned tokens, -1 on padding) and
   has window_ends[0] slots; `grow(cache, s)` pads it to s slots before each later window end (the last one
@@ -98,8 +97,7 @@ def decode(model: Any, weights: Any, cache: dict, first_logits_BV: Array, prompt
   state = _Speculate(
       t_B=jnp.ones((b,), jnp.int32), last_B=first_B, done_B=first_stop_B | (n <= 1), stopped_B=first_stop_B,
       cache=cache, tokens_BN=jnp.full((b, n), pad_id, jnp.int32).at[:, 0].set(first_B),
-      logprobs_BN=jnp.zeros((b, n), jnp.float32).at[:, 0].set(logp(first_logits_BV, first_B)),
-      steps=jnp.zeros((), jnp.int32))
+      logprobs_BN=jnp.zeros((b, n), jnp.float32).at[:, 0].set(logp(first_logits_BV, first_B)))
   if on_token is not None:
     jax.debug.callback(on_token, jnp.zeros((b,), jnp.int32), first_B, jnp.ones((b,), bool), ordered=True)
 
@@ -131,8 +129,7 @@ def decode(model: Any, weights: Any, cache: dict, first_logits_BV: Array, prompt
     stopped_B = s.stopped_B | (count_B > 0) & (count_B == first_stop_B)
     last_B = jnp.where(count_B > 0, greedy_BL[rows_B, jnp.maximum(count_B - 1, 0)], s.last_B)
     return s.replace(t_B=t_B, last_B=last_B, done_B=stopped_B | (t_B >= n), stopped_B=stopped_B,
-                     cache={**cache, "index": s.cache["index"]}, tokens_BN=tokens_BN, logprobs_BN=logprobs_BN,
-                     steps=s.steps + 1)
+                     cache={**cache, "index": s.cache["index"]}, tokens_BN=tokens_BN, logprobs_BN=logprobs_BN)
 
   for i, end in enumerate(window_ends):
     if i:
@@ -140,4 +137,4 @@ def decode(model: Any, weights: Any, cache: dict, first_logits_BV: Array, prompt
     # a step writes slots up to P + t_b + k - 1 for every row, finished ones included
     fits = lambda s, end=end: jnp.max(p + s.t_B + k) <= end
     state = jax.lax.while_loop(lambda s, fits=fits: ~jnp.all(s.done_B) & fits(s), step, state)
-  return state.tokens_BN, state.logprobs_BN, state.t_B, state.stopped_B, state.steps
+  return state.tokens_BN, state.logprobs_BN, state.t_B, state.stopped_B
