@@ -479,21 +479,17 @@ class Transformer(nn.Module):
     return w_DV.astype(jnp.dtype(self.cfg.dtype))
 
   def head(self, hidden_BLD: Array, lora: LoraTree = None) -> Array:
-    """Final hidden states -> f32 logits [B, L, V]; a quantized head is dequantized HEAD_CHUNK columns at a time."""
+    """Final hidden states -> f32 logits [B, L, V]. A frozen head that must be converted first (quantized, or
+    LoRA's in another dtype than the compute) goes through frozen_matmul.py: a slice at a time, never whole."""
     dtype = jnp.dtype(self.cfg.dtype)
-    q_DV = quantized_head(self.cfg, lora)
-    if q_DV is not None:
-      b, l, d = hidden_BLD.shape
-      logits_BLV = quant.matmul_columns(hidden_BLD.reshape(b * l, d), q_DV, HEAD_CHUNK, dtype).reshape(b, l, -1)
-    elif lora and not self.cfg.tie_embeddings and self.lm_head.dtype != dtype:
-      # LoRA's frozen head in another dtype: upcast a slice at a time, not kept upcast (frozen_matmul.py)
-      logits_BLV = frozen_matmul(hidden_BLD, self.lm_head, 1, self.lm_head.shape[1:], dtype, jnp.float32)
+    frozen_DV = quantized_head(self.cfg, lora)
+    if frozen_DV is None and lora and not self.cfg.tie_embeddings and self.lm_head.dtype != dtype:
+      frozen_DV = self.lm_head
+    if frozen_DV is not None:
+      logits_BLV = frozen_matmul(hidden_BLD, frozen_DV, 1, (self.cfg.vocab_size,), dtype, jnp.float32)
     else:
       logits_BLV = matmul_2d(hidden_BLD.astype(dtype), self.head_matrix(), 1, preferred_element_type=jnp.float32)
     return softcap(logits_BLV, self.cfg.final_softcap)
-
-
-HEAD_CHUNK = 4096  # vocabulary columns of a quantized output head dequantized at once (model.head)
 
 
 def quantized_head(cfg: ModelConfig, lora: LoraTree) -> dict | None:

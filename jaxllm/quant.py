@@ -17,7 +17,6 @@ backward pass instead of keeping every layer's dequantized matrix alive until th
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -163,26 +162,6 @@ def slice_rows(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
   part = {name: rows(codes, start, size) for name, codes in q.items() if name != "absmax"}
   part["absmax"] = jax.tree.map(lambda x: rows(x, start // block, size // block), q["absmax"])
   return dequantize(part, (size, shape_2d(q)[1]), dtype)
-
-
-def matmul_columns(x_Tk: jax.Array, q: dict, chunk: int, dtype) -> jax.Array:
-  """x [T, k] @ the quantized [k, n] matrix -> f32 [T, n], dequantizing `chunk` columns at a time (each slice's
-  product checkpointed, so the backward pass re-dequantizes it too): at no point is more than a [k, chunk] slice
-  of the matrix held in `dtype`."""
-  n = shape_2d(q)[1]
-  chunk = min(chunk, n)
-  full = n // chunk
-
-  @functools.partial(jax.checkpoint, static_argnums=(3,))
-  def part(x, q, start, size):
-    return jnp.dot(x, slice_columns(q, start, size, dtype), preferred_element_type=jnp.float32)
-
-  x_Tk = x_Tk.astype(dtype)
-  y_NTC = jax.lax.map(lambda i: part(x_Tk, q, i * chunk, chunk), jnp.arange(full, dtype=jnp.int32))
-  y_Tn = jnp.moveaxis(y_NTC, 0, 1).reshape(x_Tk.shape[0], full * chunk)
-  if full * chunk < n:  # a last, shorter slice when chunk does not divide n
-    y_Tn = jnp.concatenate([y_Tn, part(x_Tk, q, full * chunk, n - full * chunk)], axis=1)
-  return y_Tn
 
 
 def nbytes(tree) -> int:
