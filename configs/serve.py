@@ -32,6 +32,7 @@ def get_config(arg: str | None = None):
   c.serve.context = 0  # tokens per slot (prompt + reply); 0 = model.max_seq_len
   c.serve.max_tokens = 256  # reply budget of a request that names none (less near the end of the context)
   c.serve.prefill_per_step = 4  # waiting prompts prefilled (batched) between two decode dispatches
+  c.serve.kv_block = 0  # KV-cache slots per block (0: 64, or context / 16 if more); a step reads only blocks in use
   c.serve.steps_per_dispatch = 1  # decode steps per jitted call: fewer host round trips, one SSE chunk per call
   c.serve.request_timeout = 600.0  # seconds a request may take from arrival to its last token (HTTP 408)
   c.serve.shutdown_timeout = 10.0  # on SIGTERM: seconds running requests get to finish before being cut

@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from jaxllm import quant
+from jaxllm.block_cache import block_starts, is_block_cache, write_blocks
 from jaxllm.frozen_matmul import frozen_matmul
 from jaxllm.fused_attention import fused_attention
 
@@ -209,8 +210,8 @@ def attention_mask(q_slot_L: Array, k_slot_S: Array, q_seg_BL: Array, k_seg_BS: 
   return (causal_LS if causal_LS.ndim == 3 else causal_LS[None]) & seen_BLS
 
 
-def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array, scale: float | None = None,
-                  cap: float = 0.0) -> Array:
+def dot_attention(q_BLHk: Array, k_BKkS: Array | list, v_BKSk: Array | list, mask_BLS: Array | list,
+                  scale: float | None = None, cap: float = 0.0) -> Array:
   """Softmax attention of H query heads over K kv heads (GQA) under a [B, L, S] bool mask; f32 softmax.
 
   Keys and values come kv-head-major in the KV cache's layouts, keys transposed ([B, K, Dh, S]) and values not
@@ -223,23 +224,37 @@ def dot_attention(q_BLHk: Array, k_BKkS: Array, v_BKSk: Array, mask_BLS: Array, 
   (M = G rows) XLA:CPU ran the transposed form ~6x slower (2.2 against 0.34 ms a layer at batch 128, 96
   slots). `jax.nn.dot_product_attention` (implementation=None is XLA's einsum here) was no faster.
 
+  Keys, values and mask may instead be lists of blocks of the key axis (a block cache, block_cache.py): the
+  max is taken over every block's scores first, then each block's exp-sums and probs @ V products are added
+  in block order. A block where a row sees nothing adds exactly zero to that row's sums (exp of the mask
+  value minus a real max is 0), so trailing blocks a row does not use leave its output bit-identical.
+
   `scale` replaces Dh ** -0.5; `cap` > 0 soft-caps the scores (cap * tanh(s / cap)) before the mask.
   """
+  blocks = isinstance(k_BKkS, (list, tuple))
+  ks, vs, masks = (k_BKkS, v_BKSk, mask_BLS) if blocks else ([k_BKkS], [v_BKSk], [mask_BLS])
   b, l, h, dh = q_BLHk.shape
-  k_heads = k_BKkS.shape[1]
+  k_heads = ks[0].shape[1]
   g = h // k_heads
   q_BKMk = (q_BLHk * jnp.asarray(dh ** -0.5 if scale is None else scale, q_BLHk.dtype)).reshape(b, l, k_heads, g, dh)
   q_BKMk = q_BKMk.transpose(0, 2, 3, 1, 4).reshape(b, k_heads, g * l, dh)
-  scores_BKMS = softcap(jnp.einsum("BKMk,BKkS->BKMS", q_BKMk, k_BKkS, preferred_element_type=jnp.float32), cap)
-  scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKMS.reshape(b, k_heads, g, l, -1),
-                           jnp.finfo(jnp.float32).min)
+  scores = [jnp.where(mask_BLS[:, None, None],
+                      softcap(jnp.einsum("BKMk,BKkS->BKMS", q_BKMk, k, preferred_element_type=jnp.float32),
+                              cap).reshape(b, k_heads, g, l, -1), jnp.finfo(jnp.float32).min)
+            for k, mask_BLS in zip(ks, masks)]
   # exp(s - max): the softmax numerator, <= 1; a fully masked row (none: padding sees padding) would come out
   # uniform, as with jax.nn.softmax, never NaN
-  exp_BKGLS = jnp.exp(scores_BKGLS - jax.lax.stop_gradient(scores_BKGLS.max(axis=-1, keepdims=True)))
-  out_BKMk = jnp.einsum("BKMS,BKSk->BKMk", exp_BKGLS.reshape(b, k_heads, g * l, -1).astype(v_BKSk.dtype), v_BKSk,
-                        preferred_element_type=jnp.float32)
-  out_BKGLk = out_BKMk.reshape(b, k_heads, g, l, dh) / exp_BKGLS.sum(axis=-1, keepdims=True)
-  return out_BKGLk.astype(v_BKSk.dtype).transpose(0, 3, 1, 2, 4).reshape(b, l, h, dh)
+  max_BKGL1 = jax.lax.stop_gradient(functools.reduce(jnp.maximum, [s.max(axis=-1, keepdims=True) for s in scores]))
+  out_BKMk = total_BKGL1 = None
+  for scores_BKGLS, v in zip(scores, vs):
+    exp_BKGLS = jnp.exp(scores_BKGLS - max_BKGL1)
+    part_BKMk = jnp.einsum("BKMS,BKSk->BKMk", exp_BKGLS.reshape(b, k_heads, g * l, -1).astype(v.dtype), v,
+                           preferred_element_type=jnp.float32)
+    part_BKGL1 = exp_BKGLS.sum(axis=-1, keepdims=True)
+    out_BKMk = part_BKMk if out_BKMk is None else out_BKMk + part_BKMk
+    total_BKGL1 = part_BKGL1 if total_BKGL1 is None else total_BKGL1 + part_BKGL1
+  out_BKGLk = out_BKMk.reshape(b, k_heads, g, l, dh) / total_BKGL1
+  return out_BKGLk.astype(vs[0].dtype).transpose(0, 3, 1, 2, 4).reshape(b, l, h, dh)
 
 
 def matmul_2d(x: Array, w: Array, n_in: int, preferred_element_type: Any = None) -> Array:
@@ -340,16 +355,16 @@ class Attention(nn.Module):
     if cache is None:
       k_BKkS, v_BKSk, new_cache = k_BKkL, v_BKLk, None
     else:  # write this chunk's keys/values at cache_index, attend over the whole fixed-size buffer
-      k_BKkS = write_slots(cache["k"], k_BKkL.astype(cache["k"].dtype), cache_index, axis=3)
-      v_BKSk = write_slots(cache["v"], v_BKLk.astype(cache["v"].dtype), cache_index, axis=2)
+      k_BKkS = write_slots(cache["k"], k_BKkL, cache_index, axis=3)
+      v_BKSk = write_slots(cache["v"], v_BKLk, cache_index, axis=2)
       new_cache = {"k": k_BKkS, "v": v_BKSk}
 
     scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar > 0 else None
     if cfg.attention_impl != "xla" and cache is None:  # decoding stays on dot_attention (fused_attention.py)
       out_BLHk = fused_attention(q_BLHk, k_BLKk, v_BLKk, mask_BLS, scale, cfg.attention_impl)
     else:
-      out_BLHk = dot_attention(q_BLHk, k_BKkS.astype(q_BLHk.dtype), v_BKSk.astype(q_BLHk.dtype), mask_BLS, scale,
-                               cfg.attn_softcap)
+      as_q = lambda x: jax.tree.map(lambda a: a.astype(q_BLHk.dtype), x)  # a buffer or a list of blocks
+      out_BLHk = dot_attention(q_BLHk, as_q(k_BKkS), as_q(v_BKSk), mask_BLS, scale, cfg.attn_softcap)
     out_BLD = proj("o", (h, dh), (d,), ("heads", "head_dim", "embed"))(out_BLHk, lora.get("o"))
     return out_BLD, new_cache
 
@@ -440,13 +455,20 @@ class Transformer(nn.Module):
     else:
       if prefix_ids_BL is not None:
         raise ValueError("prefix_ids_BL: shared-prefix rows are a training layout; the KV cache does not take them")
-      index = cache["index"]  # one write slot for every row, or [B] (a slot per row: speculative.py)
+      index = cache["index"]  # one write slot for every row, or [B] (a slot per row: speculative.py, serving)
       seg_BS = write_slots(cache["segment_ids"], segment_ids_BL.astype(jnp.int32), index, axis=1)
-      s = seg_BS.shape[1]
-      q_slot_L, k_slot_S = index[..., None] + jnp.arange(l, dtype=jnp.int32), jnp.arange(s, dtype=jnp.int32)
-      mask_BLS = attention_mask(q_slot_L, k_slot_S, segment_ids_BL, seg_BS)
-      # by slot: a row's tokens sit in consecutive slots (sampling.py), so slot gaps are position gaps
-      local_BLS = mask_BLS & (q_slot_L[..., None] - k_slot_S < window) if window else None
+      q_slot_L = index[..., None] + jnp.arange(l, dtype=jnp.int32)
+
+      def masks(seg_BS: Array, start: int) -> tuple[Array, Array | None]:
+        k_slot_S = start + jnp.arange(seg_BS.shape[1], dtype=jnp.int32)
+        mask_BLS = attention_mask(q_slot_L, k_slot_S, segment_ids_BL, seg_BS)
+        # by slot: a row's tokens sit in consecutive slots (sampling.py), so slot gaps are position gaps
+        return mask_BLS, mask_BLS & (q_slot_L[..., None] - k_slot_S < window) if window else None
+
+      if is_block_cache(cache):  # a mask per block
+        mask_BLS, local_BLS = (list(m) for m in zip(*map(masks, seg_BS, block_starts(seg_BS, axis=1))))
+      else:
+        mask_BLS, local_BLS = masks(seg_BS, 0)
 
     x_BLD = self.embed(tokens_BL, lora)
     if self.cfg.embed_scale:  # Gemma: sqrt(D) rounded to the compute dtype first, as transformers does
@@ -498,9 +520,13 @@ def quantized_head(cfg: ModelConfig, lora: LoraTree) -> dict | None:
   return node.get("quant")
 
 
-def write_slots(buffer: Array, chunk: Array, index: Array, axis: int) -> Array:
+def write_slots(buffer: Array | list, chunk: Array, index: Array, axis: int) -> Array | list:
   """`chunk` written into `buffer` (both batch-major) at slot `index` along `axis`: one slot for all rows (a
-  scalar: one dynamic_update_slice) or one per row ([B]: a vmapped one, i.e. a scatter)."""
+  scalar: one dynamic_update_slice) or one per row ([B]: a vmapped one, i.e. a scatter); into a block cache's
+  list of blocks (block_cache.py) one token per row. Cast to the buffer's dtype."""
+  if isinstance(buffer, (list, tuple)):
+    return write_blocks(buffer, chunk.astype(buffer[0].dtype), index, axis)
+  chunk = chunk.astype(buffer.dtype)
   def write(buf, new, i):
     return jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis - (buf.ndim != buffer.ndim))
   return write(buffer, chunk, index) if jnp.ndim(index) == 0 else jax.vmap(write)(buffer, chunk, index)

@@ -68,3 +68,39 @@ def test_several_steps_per_call_match_one_step_per_call(loaded):
   assert max(len(e.tokens) for i in range(9) for e in four[i]) == 4  # ... or per call of 4 steps
   assert sum(map(len, four.values())) < 0.75 * sum(map(len, one.values()))  # 1 step a call while some wait
   assert steps_four <= steps_one + 2 * 4  # the last calls' remaining steps at most
+
+
+def _greedy(loaded, prompts: list[list[int]], max_tokens: list[int], kv_block: int) -> list[tuple]:
+  """Each request's (tokens, log-probs), all submitted together on a 4-slot engine with that cache block."""
+  model, weights, tokenizer = loaded
+  engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=4, context=SERVE_CONTEXT, max_queue=8,
+                                                           kv_block=kv_block))
+  events = [[] for _ in prompts]
+  done = threading.Semaphore(0)
+  for i, (prompt, n) in enumerate(zip(prompts, max_tokens)):
+    def put(event, i=i):
+      events[i].append(event)
+      if event.finish_reason:
+        done.release()
+    engine.submit(Request(prompt, max_tokens=n, sink=put, temperature=0.0, ignore_eos=True, top_logprobs=0))
+  engine.start()
+  try:
+    for _ in prompts:
+      assert done.acquire(timeout=120), "a request never finished"
+  finally:
+    engine.stop()
+  return [[(t.id, t.logprob) for e in es for t in e.tokens] for es in events]
+
+
+def test_a_short_request_is_bit_identical_beside_one_that_spans_more_cache_blocks(loaded):
+  """With blocks of 32 slots the short request fits block 0; beside the long one its decode calls attend over
+  up to 4 blocks: the same tokens and log-probs to the bit. A one-block cache gives the same tokens."""
+  tokenizer = loaded[2]
+  text = tokenizer.encode(" ".join(f"what is {i} plus {2 * i}? hello, how are you today?" for i in range(20)))
+  short, long = text[:6], text[10:80]
+  alone = _greedy(loaded, [short], [12], kv_block=32)[0]
+  long_alone, beside = _greedy(loaded, [long, short], [40, 12], kv_block=32)
+  assert len(text) > 80 and len(alone) == 12 and len(long_alone) == 40
+  assert beside == alone
+  one_block = _greedy(loaded, [long, short], [40, 12], kv_block=SERVE_CONTEXT)
+  assert [[t for t, _ in r] for r in one_block] == [[t for t, _ in r] for r in (long_alone, beside)]

@@ -12,8 +12,10 @@ to `prefill_per_step` waiting requests into free slots (so arrivals never stall 
 dispatch one decode call, then read back the *previous* call's tokens while this one computes (JAX dispatches
 asynchronously): a finished request's row does one wasted call, and the host's detokenizing overlaps the
 device. A call is one step while requests wait for a slot, else `steps_per_dispatch` steps (one event per
-request per call: fewer host round trips, the same tokens). A request joins the batch the iteration after a slot frees and leaves the moment it ends: no request
-waits for the slowest one of a batch. Device-side layout: slots.py.
+request per call: fewer host round trips, the same tokens), and attends over the KV-cache blocks that the
+furthest running request reaches by its last step (the host keeps each row's position). A request joins the
+batch the iteration after a slot frees and leaves the moment it ends: no request waits for the slowest one of
+a batch. Device-side layout: slots.py.
 
 Requests talk back through `sink(Event)`, called on the engine thread; the HTTP layer turns it into an asyncio
 queue. Every request gets exactly one final event (finish_reason set).
@@ -45,6 +47,12 @@ def prompt_bucket(n: int, context: int) -> int:
   return min(-(-n // step) * step, context)
 
 
+def default_kv_block(context: int) -> int:
+  """64 slots, or a 16th of the context when that is more (a multiple of 64): attention reads at most one
+  partly used block too many, and there are at most 16 decode programs to compile (one per block count)."""
+  return max(64, -(-context // 16 // 64) * 64)
+
+
 class QueueFull(Exception):
   pass
 
@@ -58,6 +66,7 @@ class EngineOptions:
   # decode steps per call while no request waits for a slot (else 1): fewer host round trips, one event per
   # call per request; a request that ends mid-call leaves its row idle for the call's remaining steps
   steps_per_dispatch: int = 1
+  kv_block: int = 0  # slots per KV-cache block (0: default_kv_block); a call attends over the blocks in use
   seed: int = 0  # key of requests that name no seed (with a per-request counter)
 
 
@@ -107,7 +116,9 @@ class Engine:
     self._stopping = False
     self._thread: threading.Thread | None = None
     self.submitted = 0  # requests accepted so far (also the default seed's counter)
-    self._state = slots_lib.empty_slots(model, options.max_batch, options.context)
+    self._state = slots_lib.empty_slots(model, options.max_batch, options.context,
+                                        options.kv_block or default_kv_block(options.context))
+    self._pos = [0] * options.max_batch  # host copy of each row's next write slot (picks decode's block count)
     self.steps = 0  # decode steps run (for tests and logs)
 
   # --- called from any thread ------------------------------------------------------------------------------
@@ -118,10 +129,11 @@ class Engine:
     return self
 
   def warm_up(self) -> None:
-    """Compile the decode calls and the shortest prompt bucket's prefill (before `start`)."""
+    """Compile the decode calls (every block count) and the shortest prompt bucket's prefill (before `start`)."""
     assert self._thread is None, "warm_up runs before the engine thread starts"
     for steps in sorted({1, self.options.steps_per_dispatch}):
-      self._state, drawn = self._decode(steps)
+      for blocks in range(1, len(self._state.segment_ids) + 1):
+        self._state, drawn = slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, steps, blocks)
     bucket = prompt_bucket(1, self.options.context)
     self._state, drawn = slots_lib.admit(self.model, self.weights, self._state, np.int32(0),
                                          np.zeros((1, bucket), np.int32), np.int32(1), np.float32(0),
@@ -213,7 +225,13 @@ class Engine:
         self._finish(request, "cancelled" if request.cancelled else "timeout")
 
   def _decode(self, steps: int) -> tuple[slots_lib.Slots, slots_lib.Drawn]:
-    return slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, steps)
+    """`steps` steps of every row, over the cache blocks the furthest running row reaches by the last one."""
+    running = [row for row, request in enumerate(self.rows) if request is not None]
+    last_slot = min(max(self._pos[row] for row in running) + steps - 1, self.options.context - 1)
+    for row in running:
+      self._pos[row] += steps
+    blocks = slots_lib.blocks_needed(self._state, last_slot)
+    return slots_lib.decode(self.model, self.weights, self._state, self.vocab_limit, steps, blocks)
 
   def _admit(self) -> None:
     for _ in range(self.options.prefill_per_step):
@@ -227,6 +245,7 @@ class Engine:
       self.rows[row] = request
       self.streams[request] = TextStream(self.tokenizer, request.stop)
       n = len(request.prompt)
+      self._pos[row] = n
       tokens_1P = np.zeros((1, prompt_bucket(n, self.options.context)), np.int32)
       tokens_1P[0, :n] = request.prompt
       # threefry key data of a 64-bit seed (jax.random.PRNGKey keeps only the low 32 bits without x64)

@@ -23,6 +23,8 @@ def validate(s: ml_collections.ConfigDict, max_seq_len: int) -> None:
   for key in POSITIVE:
     if not s[key] > 0:
       raise ConfigError(f"config.serve.{key}: must be > 0, got {s[key]!r}")
+  if s.kv_block < 0:
+    raise ConfigError(f"config.serve.kv_block: must be >= 0 (0 = the default), got {s.kv_block}")
   if not 0 <= s.port < 65536:
     raise ConfigError(f"config.serve.port: must be in [0, 65535], got {s.port}")
   if not 0 <= s.context <= max_seq_len:
@@ -76,7 +78,8 @@ def build(config: ml_collections.ConfigDict, log=print) -> Server:
   engine = Engine(model, weights, tokenizer, EngineOptions(max_batch=s.max_batch, context=context,
                                                            max_queue=s.max_queue,
                                                            prefill_per_step=s.prefill_per_step,
-                                                           steps_per_dispatch=s.steps_per_dispatch, seed=config.seed))
+                                                           steps_per_dispatch=s.steps_per_dispatch,
+                                                           kv_block=s.kv_block, seed=config.seed))
   if s.warmup:
     start = time.perf_counter()
     engine.warm_up()

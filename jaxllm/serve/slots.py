@@ -3,18 +3,19 @@ advance it, `admit` (prefill one request into a free slot) and `decode` (one tok
 in one call).
 
 Shape legend as in model.py (B slots, S slot length = the serving context, P a prompt bucket, V vocab), plus
-T = TOP_LOGPROBS alternatives reported per token.
+T = TOP_LOGPROBS alternatives reported per token and N the cache blocks a decode call attends over.
 
 Why this shape:
 - Every slot has its own write position, so requests of any length and age share one decode step: a request
   joins by writing its prompt's keys/values into slots [0, P) of a free row (`admit`) and leaves when the host
-  stops reading that row. The model's cache has one write index for the whole batch, so `decode` vmaps the
-  model's one-row cached forward over the rows (the per-row index turns its cache writes into a scatter; the
-  weight matmuls stay one [B, D] x [D, F] product each).
-- Shapes never depend on the requests: `decode` always runs all B rows (idle rows compute garbage that is never
-  read), and `admit` runs one prompt at a bucketed length. Per-request sampling settings are [B] arrays in the
-  state, not static arguments, so a new temperature or seed never recompiles. And since a row's numbers never
-  depend on the other rows, a request's greedy output is bit-identical alone or in a full batch.
+  stops reading that row. The cache is a block cache (block_cache.py): `decode` takes the number of blocks the
+  longest running row needs (a static argument: one compiled program per block count) and attends over those
+  only, so a step's attention costs what the rows have written, not the whole context.
+- Shapes never depend on the requests but through that block count: `decode` always runs all B rows (idle rows
+  compute garbage that is never read), and `admit` runs one prompt at a bucketed length. Per-request sampling
+  settings are [B] arrays in the state, not static arguments, so a new temperature or seed never recompiles.
+  A row's numbers never depend on the other rows (blocks past its own add exact zeros, model.dot_attention),
+  so a request's greedy output is bit-identical alone or in a full batch.
 - Row r draws its token t with fold_in(key_r, t), as sampling.generate does: the sample depends only on the
   request's seed, its prompt and t, never on which slot it got or who else was running.
 - A slot's segment ids are 1 over its prompt and generated tokens and 0 elsewhere, so keys left behind by the
@@ -28,6 +29,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from jaxllm.block_cache import block_starts, init_block_cache
 from jaxllm.model import Transformer, init_cache
 
 Array = jax.Array
@@ -37,8 +39,8 @@ TOP_LOGPROBS = 20  # OpenAI's maximum `top_logprobs`
 @flax.struct.dataclass
 class Slots:
   """Everything the decode step reads and writes; donated to each jitted call and updated in place."""
-  layers: list  # per layer {"k": [B, K, Dh, S], "v": [B, K, S, Dh]}
-  segment_ids_BS: Array  # 1 where a slot holds its current request's tokens
+  layers: list  # per layer {"k": blocks [B, K, Dh, b], "v": blocks [B, K, b, Dh]} (block_cache.py)
+  segment_ids: list  # blocks [B, b] of int32: 1 where a slot holds its current request's tokens
   last_B: Array  # int32: the token to feed next (the last one drawn)
   pos_B: Array  # int32: its position, which is also the cache slot it is written to
   t_B: Array  # int32: tokens drawn so far by the row's request (the fold_in counter)
@@ -57,10 +59,10 @@ class Drawn:
   top_logprobs_BT: Array  # f32 their raw log-probs
 
 
-def empty_slots(model: Transformer, batch: int, length: int) -> Slots:
-  cache = init_cache(model.cfg, batch, length)
+def empty_slots(model: Transformer, batch: int, length: int, block: int) -> Slots:
+  cache = init_block_cache(model.cfg, batch, length, block)
   zeros_B = lambda: jnp.zeros((batch,), jnp.int32)  # one buffer each: the state is donated leaf by leaf
-  return Slots(layers=cache["layers"], segment_ids_BS=cache["segment_ids"], last_B=zeros_B(), pos_B=zeros_B(),
+  return Slots(layers=cache["layers"], segment_ids=cache["segment_ids"], last_B=zeros_B(), pos_B=zeros_B(),
                t_B=zeros_B(), temperature_B=jnp.zeros((batch,), jnp.float32),
                top_p_B=jnp.ones((batch,), jnp.float32), key_B=jnp.zeros((batch, 2), jnp.uint32),
                want_top_B=jnp.zeros((batch,), bool))
@@ -123,42 +125,61 @@ def admit(model: Transformer, weights, slots: Slots, slot: Array, tokens_1P: Arr
   as_1 = lambda x, dtype: jnp.asarray(x, dtype)[None]
   drawn = draw(logits_1V, as_1(temperature, jnp.float32), as_1(top_p, jnp.float32), key[None],
                jnp.zeros((1,), jnp.int32), as_1(want_top, bool), vocab_limit)
-  layers = [{"k": jax.lax.dynamic_update_slice(old["k"], new["k"].astype(old["k"].dtype), (slot, 0, 0, 0)),
-             "v": jax.lax.dynamic_update_slice(old["v"], new["v"].astype(old["v"].dtype), (slot, 0, 0, 0))}
+  layers = [{"k": _write_prompt(old["k"], new["k"], slot, axis=3), "v": _write_prompt(old["v"], new["v"], slot, axis=2)}
             for old, new in zip(slots.layers, cache["layers"])]
-  s = slots.segment_ids_BS.shape[1]
-  segment_1S = (jnp.arange(s) < length).astype(jnp.int32)[None]
+  segment_ids = [jax.lax.dynamic_update_slice(block, (start + jnp.arange(block.shape[1]) < length)
+                                              .astype(jnp.int32)[None], (slot, 0))
+                 for block, start in zip(slots.segment_ids, block_starts(slots.segment_ids, axis=1))]
   set_row = lambda x_B, value: x_B.at[slot].set(value)
   return slots.replace(
-      layers=layers, segment_ids_BS=jax.lax.dynamic_update_slice(slots.segment_ids_BS, segment_1S, (slot, 0)),
+      layers=layers, segment_ids=segment_ids,
       last_B=set_row(slots.last_B, drawn.token_B[0]), pos_B=set_row(slots.pos_B, length),
       t_B=set_row(slots.t_B, 1), temperature_B=set_row(slots.temperature_B, temperature),
       top_p_B=set_row(slots.top_p_B, top_p), key_B=slots.key_B.at[slot].set(key),
       want_top_B=set_row(slots.want_top_B, want_top)), jax.tree.map(lambda x: x[None], drawn)
 
 
-def _decode_row(model: Transformer, weights, layers: list, segment_ids_S: Array, token: Array, pos: Array):
-  """One row's cached forward of one token at cache slot (= position) `pos`; vmapped over the rows."""
-  cache = {"layers": jax.tree.map(lambda x: x[None], layers), "segment_ids": segment_ids_S[None], "index": pos}
-  logits_11V, cache = model.apply({"params": weights}, token[None, None], pos[None, None],
-                                  jnp.ones((1, 1), jnp.int32), cache=cache)
-  return logits_11V[0, 0], jax.tree.map(lambda x: x[0], cache["layers"]), cache["segment_ids"][0]
+def _write_prompt(blocks: list[Array], prompt: Array, slot: Array, axis: int) -> list[Array]:
+  """A prompt's keys or values ([1, ..., P] along `axis`, from slot 0) written into row `slot` of the blocks
+  they reach; the blocks past it are left as they are (attention masks their stale slots by segment)."""
+  p = prompt.shape[axis]
+  written = []
+  for block, start in zip(blocks, block_starts(blocks, axis)):
+    if start < p:
+      part = jax.lax.slice_in_dim(prompt, start, min(p, start + block.shape[axis]), axis=axis)
+      block = jax.lax.dynamic_update_slice(block, part.astype(block.dtype), (slot,) + (0,) * (block.ndim - 1))
+    written.append(block)
+  return written
 
 
-def _step(model: Transformer, weights, vocab_limit: int, slots: Slots) -> tuple[Slots, Drawn]:
-  """Feed every row its last token and draw the next one: one step of the whole running batch."""
-  row = functools.partial(_decode_row, model, weights)
-  logits_BV, layers, segment_ids_BS = jax.vmap(row)(slots.layers, slots.segment_ids_BS, slots.last_B, slots.pos_B)
-  drawn = draw(logits_BV, slots.temperature_B, slots.top_p_B, slots.key_B, slots.t_B, slots.want_top_B,
+def _step(model: Transformer, weights, vocab_limit: int, blocks: int, slots: Slots) -> tuple[Slots, Drawn]:
+  """Feed every row its last token and draw the next one: one step of the whole running batch, attending over
+  the first `blocks` cache blocks (the host picks enough for its longest row; writes past them are dropped)."""
+  live = {"layers": [{"k": layer["k"][:blocks], "v": layer["v"][:blocks]} for layer in slots.layers],
+          "segment_ids": slots.segment_ids[:blocks], "index": slots.pos_B}
+  b = slots.pos_B.shape[0]
+  logits_B1V, live = model.apply({"params": weights}, slots.last_B[:, None], slots.pos_B[:, None],
+                                 jnp.ones((b, 1), jnp.int32), cache=live)
+  drawn = draw(logits_B1V[:, 0], slots.temperature_B, slots.top_p_B, slots.key_B, slots.t_B, slots.want_top_B,
                vocab_limit)
+  layers = [{"k": new["k"] + old["k"][blocks:], "v": new["v"] + old["v"][blocks:]}
+            for old, new in zip(slots.layers, live["layers"])]
   # an idle row keeps stepping (fixed shapes); clamping keeps its writes inside the buffer
-  last_slot = slots.segment_ids_BS.shape[1] - 1
-  return slots.replace(layers=layers, segment_ids_BS=segment_ids_BS, last_B=drawn.token_B,
-                       pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
+  last_slot = sum(block.shape[1] for block in slots.segment_ids) - 1
+  return slots.replace(layers=layers, segment_ids=live["segment_ids"] + slots.segment_ids[blocks:],
+                       last_B=drawn.token_B, pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
 
 
-@functools.partial(jax.jit, static_argnames=("model", "vocab_limit", "steps"), donate_argnames=("slots",))
-def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, steps: int = 1) -> tuple[Slots, Drawn]:
-  """`steps` decode steps of the whole running batch in one call (lax.scan: the cache stays in place); the
-  returned Drawn's arrays gain a leading [steps] axis. A row's numbers are those of `steps` single steps."""
-  return jax.lax.scan(lambda state, _: _step(model, weights, vocab_limit, state), slots, length=steps)
+@functools.partial(jax.jit, static_argnames=("model", "vocab_limit", "steps", "blocks"), donate_argnames=("slots",))
+def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, steps: int = 1,
+           blocks: int | None = None) -> tuple[Slots, Drawn]:
+  """`steps` decode steps of the whole running batch in one call (lax.scan: the cache stays in place),
+  attending over the first `blocks` cache blocks (None: all); the returned Drawn's arrays gain a leading
+  [steps] axis. A row's numbers are those of `steps` single steps."""
+  blocks = len(slots.segment_ids) if blocks is None else blocks
+  return jax.lax.scan(lambda state, _: _step(model, weights, vocab_limit, blocks, state), slots, length=steps)
+
+
+def blocks_needed(slots: Slots, last_slot: int) -> int:
+  """How many cache blocks hold slots [0, last_slot]."""
+  return sum(start <= last_slot for start in block_starts(slots.segment_ids, axis=1))
