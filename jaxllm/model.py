@@ -354,7 +354,7 @@ class Attention(nn.Module):
     k_BKkL, v_BKLk = k_BLKk.transpose(0, 2, 3, 1), v_BLKk.transpose(0, 2, 1, 3)
     if cache is None:
       k_BKkS, v_BKSk, new_cache = k_BKkL, v_BKLk, None
-    else:  # write this chunk's keys/values at cache_index, attend over the whole fixed-size buffer
+    else:  # write this chunk's keys/values at cache_index, attend over the buffer (or the blocks passed in)
       k_BKkS = write_slots(cache["k"], k_BKkL, cache_index, axis=3)
       v_BKSk = write_slots(cache["v"], v_BKLk, cache_index, axis=2)
       new_cache = {"k": k_BKkS, "v": v_BKSk}

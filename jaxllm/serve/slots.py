@@ -3,7 +3,7 @@ advance it, `admit` (prefill one request into a free slot) and `decode` (one tok
 in one call).
 
 Shape legend as in model.py (B slots, S slot length = the serving context, P a prompt bucket, V vocab), plus
-T = TOP_LOGPROBS alternatives reported per token and N the cache blocks a decode call attends over.
+T = TOP_LOGPROBS alternatives reported per token.
 
 Why this shape:
 - Every slot has its own write position, so requests of any length and age share one decode step: a request
