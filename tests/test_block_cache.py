@@ -9,8 +9,10 @@ import numpy as np
 from jaxllm.block_cache import block_sizes, init_block_cache, write_blocks
 from jaxllm.model import ModelConfig, Transformer, dot_attention, init_cache
 
+# Gemma-style switches the block path must carry: soft-capped scores, and a sliding-window layer (layer 0; layer
+# 1 global) whose window ends inside the blocks
 CFG = ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64,
-                  max_seq_len=40, attn_softcap=20.0)
+                  max_seq_len=40, attn_softcap=20.0, sliding_window=6, global_every=2)
 
 
 def _split(x, sizes, axis):
@@ -57,8 +59,8 @@ def test_each_row_writes_its_token_into_its_own_block():
 
 
 def test_decoding_over_the_block_cache_gives_the_one_buffer_logits():
-  """Three rows at different lengths (per-row write slots), 6 one-token steps over blocks of 8 (the live
-  blocks grow as the longest row does) against the plain cache with the same per-row index."""
+  """Three rows at different lengths (per-row write slots), one token a step over blocks of 8 (the live blocks
+  grow as the longest row does) against the plain cache with the same per-row index."""
   model = Transformer(CFG)
   weights = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
   variables = {"params": weights}
