@@ -3,6 +3,7 @@
 
   python benchmarks/serve.py [--out=benchmarks/results/serve.json]   # d_model 512, 6 layers, vocab 1024: minutes
   python benchmarks/serve.py --smoke                                  # tiny sizes, 1 and 2 clients, seconds
+  python benchmarks/serve.py --context=1024 --clients=32              # the same requests in longer slots
 
 One random-weight model (decode.py's size, with a small BPE tokenizer so that every id is a real token) is
 saved as a jaxllm workdir and exported with the export stage to a Hugging Face folder. Each server runs in its
@@ -214,6 +215,7 @@ def main() -> None:
   parser.add_argument("--prompt", type=int, default=64, help="prompt tokens (user message)")
   parser.add_argument("--answer", type=int, default=64, help="tokens per reply")
   parser.add_argument("--servers", default="jaxllm,transformers,jaxllm_1")
+  parser.add_argument("--context", type=int, default=256, help="the model's max_seq_len and every server's context")
   parser.add_argument("--torch_threads", type=int, default=0, help="OMP threads of transformers; 0 = its default")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--smoke", action="store_true", help="tiny model, 1 and 2 clients, few tokens")
@@ -223,7 +225,7 @@ def main() -> None:
     args.clients, args.requests, args.prompt, args.answer = "1,2", 1, 12, 8
   args.clients = [int(c) for c in args.clients.split(",")]
   sizes = SMOKE if args.smoke else FULL
-  context = 64 if args.smoke else 256
+  context = 64 if args.smoke else args.context
   env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
   if args.torch_threads:
     env["OMP_NUM_THREADS"] = str(args.torch_threads)
