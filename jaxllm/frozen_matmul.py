@@ -80,7 +80,7 @@ def row_parts(base_kn) -> int:
   """Row slices the backward pass converts one after the other: whole quantization blocks."""
   k, n = _shape(base_kn)
   if quant.is_quantized(base_kn):
-    block = k // (base_kn["absmax"]["q"] if isinstance(base_kn["absmax"], dict) else base_kn["absmax"]).shape[0]
+    block = quant.block_rows(base_kn)
     return _parts(k // block, block * n)
   return _parts(k, n)
 

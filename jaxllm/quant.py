@@ -107,10 +107,19 @@ def _scaled(values_kC: jax.Array, absmax_NC: jax.Array) -> jax.Array:
   return (values_kC.reshape(nb, k // nb, c) * absmax_NC[:, None, :]).reshape(k, c)
 
 
+def _scales(q: dict) -> jax.Array:
+  """The block scales [k/block, n] (their int8 codes when double-quantized)."""
+  return q["absmax"]["q"] if isinstance(q["absmax"], dict) else q["absmax"]
+
+
 def shape_2d(q: dict) -> tuple[int, int]:
   """(k, n) of the [k, n] matrix a quantized dict holds."""
-  scales = q["absmax"]["q"] if isinstance(q["absmax"], dict) else q["absmax"]
-  return (q["nf4"] if "nf4" in q else q["int8"]).shape[0], scales.shape[1]
+  return (q["nf4"] if "nf4" in q else q["int8"]).shape[0], _scales(q).shape[1]
+
+
+def block_rows(q: dict) -> int:
+  """Input rows per quantization block."""
+  return shape_2d(q)[0] // _scales(q).shape[0]
 
 
 def _column_scales(scales, cols: jax.Array) -> jax.Array:
@@ -153,9 +162,7 @@ def slice_columns(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
 def slice_rows(q: dict, start, size: int, dtype=jnp.float32) -> jax.Array:
   """Rows [start, start + size) of the quantized [k, n] matrix, dequantized: [size, n] (`start` may be traced;
   both must be multiples of the block, whose scales are sliced with the codes)."""
-  k = shape_2d(q)[0]
-  scales = q["absmax"]["q"] if isinstance(q["absmax"], dict) else q["absmax"]
-  block = k // scales.shape[0]
+  block = block_rows(q)
   if size % block:
     raise ValueError(f"quant.slice_rows: {size} rows are not whole blocks of {block}")
   rows = lambda x, first, n: jax.lax.dynamic_slice_in_dim(x, first, n, axis=0) if x.ndim == 2 else x
