@@ -2,8 +2,9 @@
 are at different lengths (the serving engine's slots, serve/slots.py).
 
   cache = init_block_cache(cfg, batch=32, length=512, block=64)   # per layer k: 8 x [B, K, Dh, 64], v alike
-  live = {"layers": [{"k": l["k"][:n], "v": l["v"][:n]} ...], "segment_ids": cache["segment_ids"][:n], "index": pos_B}
+  live = first_blocks(cache["layers"], cache["segment_ids"], n, pos_B)   # what a step over n blocks reads
   logits, live = model.apply(variables, tokens_B1, pos_B[:, None], ones_B1, cache=live)
+  layers, segment_ids = with_first_blocks(cache["layers"], cache["segment_ids"], live)
 
 Why blocks, and why separate buffers: a decode step that attends over the whole fixed-size cache reads every
 slot of every row, written or not (about a third of a step at the serving benchmark's sizes). Passing the
@@ -65,6 +66,19 @@ def write_blocks(blocks: list[Array], chunk: Array, index_B: Array, axis: int) -
     offset_B = jnp.where((offset_B >= 0) & (offset_B < size), offset_B, size)  # size: out of bounds, dropped
     written.append(block.at[(rows_B,) + (slice(None),) * (axis - 1) + (offset_B,)].set(new, mode="drop"))
   return written
+
+
+def first_blocks(layers: list[dict], segment_ids: list[Array], n: int, index_B: Array) -> dict:
+  """The model cache of the first n blocks of every layer, written at row b's slot index_B[b]."""
+  return {"layers": [{"k": layer["k"][:n], "v": layer["v"][:n]} for layer in layers],
+          "segment_ids": segment_ids[:n], "index": index_B}
+
+
+def with_first_blocks(layers: list[dict], segment_ids: list[Array], live: dict) -> tuple[list[dict], list[Array]]:
+  """(layers, segment_ids) with their first blocks replaced by those of `live` (first_blocks' cache, stepped)."""
+  n = len(live["segment_ids"])
+  layers = [{"k": new["k"] + old["k"][n:], "v": new["v"] + old["v"][n:]} for old, new in zip(layers, live["layers"])]
+  return layers, live["segment_ids"] + segment_ids[n:]
 
 
 def is_block_cache(cache: dict) -> bool:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxllm.block_cache import block_sizes, init_block_cache, write_blocks
+from jaxllm.block_cache import block_sizes, first_blocks, init_block_cache, with_first_blocks, write_blocks
 from jaxllm.model import ModelConfig, Transformer, dot_attention, init_cache
 
 # Gemma-style switches the block path must carry: soft-capped scores, and a sliding-window layer (layer 0; layer
@@ -75,10 +75,8 @@ def test_decoding_over_the_block_cache_gives_the_one_buffer_logits():
     step_tokens = jnp.asarray(tokens[np.arange(3), np.asarray(index)])[:, None]
     plain["index"] = index
     expected, plain = model.apply(variables, step_tokens, index[:, None], seg(), cache=plain)
-    live_cache = {"layers": [{"k": l["k"][:live], "v": l["v"][:live]} for l in blocked["layers"]],
-                  "segment_ids": blocked["segment_ids"][:live], "index": index}
+    live_cache = first_blocks(blocked["layers"], blocked["segment_ids"], live, index)
     got, live_cache = model.apply(variables, step_tokens, index[:, None], seg(), cache=live_cache)
-    blocked["layers"] = [{"k": new["k"] + old["k"][live:], "v": new["v"] + old["v"][live:]}
-                         for old, new in zip(blocked["layers"], live_cache["layers"])]
-    blocked["segment_ids"] = live_cache["segment_ids"] + blocked["segment_ids"][live:]
+    blocked["layers"], blocked["segment_ids"] = with_first_blocks(blocked["layers"], blocked["segment_ids"],
+                                                                  live_cache)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -29,7 +29,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxllm.block_cache import block_starts, init_block_cache
+from jaxllm.block_cache import block_starts, first_blocks, init_block_cache, with_first_blocks
 from jaxllm.model import Transformer, init_cache
 
 Array = jax.Array
@@ -155,28 +155,25 @@ def _write_prompt(blocks: list[Array], prompt: Array, slot: Array, axis: int) ->
 def _step(model: Transformer, weights, vocab_limit: int, blocks: int, slots: Slots) -> tuple[Slots, Drawn]:
   """Feed every row its last token and draw the next one: one step of the whole running batch, attending over
   the first `blocks` cache blocks (the host picks enough for its longest row; writes past them are dropped)."""
-  live = {"layers": [{"k": layer["k"][:blocks], "v": layer["v"][:blocks]} for layer in slots.layers],
-          "segment_ids": slots.segment_ids[:blocks], "index": slots.pos_B}
+  live = first_blocks(slots.layers, slots.segment_ids, blocks, slots.pos_B)
   b = slots.pos_B.shape[0]
   logits_B1V, live = model.apply({"params": weights}, slots.last_B[:, None], slots.pos_B[:, None],
                                  jnp.ones((b, 1), jnp.int32), cache=live)
   drawn = draw(logits_B1V[:, 0], slots.temperature_B, slots.top_p_B, slots.key_B, slots.t_B, slots.want_top_B,
                vocab_limit)
-  layers = [{"k": new["k"] + old["k"][blocks:], "v": new["v"] + old["v"][blocks:]}
-            for old, new in zip(slots.layers, live["layers"])]
+  layers, segment_ids = with_first_blocks(slots.layers, slots.segment_ids, live)
   # an idle row keeps stepping (fixed shapes); clamping keeps its writes inside the buffer
   last_slot = sum(block.shape[1] for block in slots.segment_ids) - 1
-  return slots.replace(layers=layers, segment_ids=live["segment_ids"] + slots.segment_ids[blocks:],
-                       last_B=drawn.token_B, pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
+  return slots.replace(layers=layers, segment_ids=segment_ids, last_B=drawn.token_B,
+                       pos_B=jnp.minimum(slots.pos_B + 1, last_slot), t_B=slots.t_B + 1), drawn
 
 
 @functools.partial(jax.jit, static_argnames=("model", "vocab_limit", "steps", "blocks"), donate_argnames=("slots",))
-def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, steps: int = 1,
-           blocks: int | None = None) -> tuple[Slots, Drawn]:
+def decode(model: Transformer, weights, slots: Slots, vocab_limit: int, steps: int,
+           blocks: int) -> tuple[Slots, Drawn]:
   """`steps` decode steps of the whole running batch in one call (lax.scan: the cache stays in place),
-  attending over the first `blocks` cache blocks (None: all); the returned Drawn's arrays gain a leading
-  [steps] axis. A row's numbers are those of `steps` single steps."""
-  blocks = len(slots.segment_ids) if blocks is None else blocks
+  attending over the first `blocks` cache blocks; the returned Drawn's arrays gain a leading [steps] axis. A
+  row's numbers are those of `steps` single steps."""
   return jax.lax.scan(lambda state, _: _step(model, weights, vocab_limit, blocks, state), slots, length=steps)
 
 
