@@ -87,6 +87,17 @@ def _transformers_serve_missing() -> str:
   return f"`transformers serve` needs {', '.join(missing)}" if missing else ""
 
 
+def test_serve_step_smoke(tmp_path):
+  """The decode-step benchmark times a step at every block count and over one whole-context block."""
+  out = tmp_path / "serve_step.json"
+  proc = subprocess.run([sys.executable, "benchmarks/serve_step.py", "--smoke", f"--out={out}"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  step_ms = json.loads(out.read_text())["step_ms"]
+  assert list(step_ms) == [f"{n} x 16 slots" for n in (1, 2, 3, 4)] + ["1 x 64 slots (whole context)"]
+  assert all(ms > 0 for ms in step_ms.values())
+
+
 def test_serve_smoke(tmp_path):
   """All three servers answer 1 and 2 concurrent streamed clients with every requested token, and the table
   has both ratios."""
